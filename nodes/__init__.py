@@ -1,0 +1,1 @@
+"""Built-in node library of evflow."""

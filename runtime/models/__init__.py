@@ -1,0 +1,1 @@
+"""attrs values of the EVerest APIs (one module per API)."""

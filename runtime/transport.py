@@ -1,0 +1,652 @@
+"""MQTT on trio: paho-mqtt 2.x driven by trio's socket readiness, with reconnects.
+
+Design (after trio-paho-mqtt, corrected): paho owns the protocol, trio owns the socket waits. One task
+waits until the socket is readable and calls ``loop_read``, one waits until it is writable when paho has
+data left over and calls ``loop_write``, one calls ``loop_misc`` for keepalive pings. paho's callbacks
+run synchronously inside those calls, in the trio thread, and never block: they complete trio events
+and hand messages to bounded channels.
+
+* ``connect()`` blocks in paho (DNS, TCP, TLS handshake), so it runs in a worker thread.
+* ``publish`` writes to the socket at once: no register-write callback is installed, so paho writes
+  directly and only leaves data queued when the socket is full; then the writer task takes over.
+* After reads, TLS data already decrypted into the SSL buffer is drained (``pending()``), and on TCP
+  the ACK is sent at once (``TCP_QUICKACK``): mosquitto keeps Nagle on, and a delayed ACK would hold
+  its next packet back by 40 ms (SPEC.md, Brokers).
+* A subscriber whose channel is full either holds the reader (``Overflow.BLOCK``: TCP pushes back on
+  the broker, nothing is lost) or loses messages counted and logged (``DROP_NEWEST``/``DROP_OLDEST``).
+* The connection is supervised: when it drops, in-flight acknowledgements fail with
+  :class:`NotConnected`, and the client reconnects with backoff and restores every subscription.
+
+Use it as a trio service::
+
+    mqtt = MqttClient(BrokerConfig.from_url("mqtt://localhost:1883"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mqtt.run)      # connected, or ConnectError
+        sub = await mqtt.subscribe("a/+")  # returns after SUBACK
+        ...
+        await mqtt.aclose()
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import enum
+import logging
+import random
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
+
+import attrs
+import paho.mqtt.client as paho
+import trio
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from .broker import BrokerConfig
+from .errors import ConnectError, MqttError, NotConnected, SubscribeError
+from .protocol.topics import filter_covers, topic_matches, validate_filter
+from .ratelimit import RateLimitedLog
+
+__all__ = ["MqttClient", "MqttMessage", "Overflow", "Subscription", "TransportStats"]
+
+log = logging.getLogger("evflow.mqtt")
+
+# Packets handled per readable wake-up before other tasks get a turn.
+_READ_BURST = 64
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+_TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class MqttMessage(NamedTuple):
+    """A received message. A tuple: it is made once per message on the hot path."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Overflow(enum.StrEnum):
+    """What a subscription does when its consumer falls behind and its buffer is full."""
+
+    BLOCK = "block"  # stop reading from the broker until there is room: nothing lost
+    DROP_NEWEST = "drop-newest"  # drop the message that does not fit (counted, logged)
+    DROP_OLDEST = "drop-oldest"  # drop the oldest buffered message to make room (counted, logged)
+
+
+@attrs.define
+class TransportStats:
+    connects: int = 0
+    connection_losses: int = 0
+    received: int = 0
+    dropped: int = 0  # by full DROP_* subscriptions
+    undeliverable: int = 0  # topic not valid UTF-8, or matching no subscription
+    published: int = 0
+
+
+class Subscription:
+    """Messages of one topic filter, in order, through a bounded buffer. Iterate it; ``aclose`` ends it."""
+
+    def __init__(self, client: MqttClient, topic_filter: str, qos: int, max_buffer: int, overflow: Overflow) -> None:
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.overflow = overflow
+        self.dropped = 0
+        self._client = client
+        self._send, self._receive = trio.open_memory_channel[MqttMessage](max_buffer)
+        self._backlog: collections.deque[MqttMessage] = collections.deque()
+        self._broker_filter: str | None = None
+        self._has_wildcard = "+" in topic_filter or "#" in topic_filter
+        self._log_drop = RateLimitedLog(log)
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.topic_filter!r} qos={self.qos} overflow={self.overflow}>"
+
+    def _deliver(self, message: MqttMessage) -> None:
+        """Called from paho's on_message: never blocks, never raises."""
+        if self._backlog:  # keep order behind what waits already
+            self._backlog.append(message)
+            return
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            if self.overflow is Overflow.BLOCK:
+                self._backlog.append(message)
+                self._client._backlogged.append(self)
+            elif self.overflow is Overflow.DROP_OLDEST:
+                self._receive.receive_nowait()
+                self._send.send_nowait(message)
+                self._count_drop()
+            else:
+                self._count_drop()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the consumer closed it; it is being unsubscribed
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        self._client.stats.dropped += 1
+        self._log_drop(
+            "subscription %r is full (%d buffered, policy %s): dropped a message, %d dropped so far",
+            self.topic_filter,
+            self._send.statistics().max_buffer_size,
+            self.overflow,
+            self.dropped,
+        )
+
+    async def _drain_backlog(self) -> None:
+        try:
+            while self._backlog:
+                await self._send.send(self._backlog[0])
+                self._backlog.popleft()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._backlog.clear()
+
+    async def receive(self) -> MqttMessage:
+        return await self._receive.receive()
+
+    def receive_nowait(self) -> MqttMessage:
+        return self._receive.receive_nowait()
+
+    def __aiter__(self) -> AsyncIterator[MqttMessage]:
+        return self._receive.__aiter__()
+
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        return self._receive.statistics()
+
+    async def aclose(self) -> None:
+        """Stop receiving; the broker subscription ends when no other subscription needs it."""
+        self._receive.close()
+        self._send.close()
+        await self._client._unsubscribe(self)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+@attrs.define(eq=False)
+class _AckWaiter:
+    event: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
+        if not self.event.is_set():
+            self.result = result
+            self.error = error
+            self.event.set()
+
+    async def wait(self) -> Any:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@attrs.define(eq=False)
+class _BrokerFilter:
+    qos: int
+    users: int = 0
+
+
+class MqttClient:
+    """One MQTT connection, kept up while :meth:`run` runs. See the module docstring."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.stats = TransportStats()
+        self._paho = self._make_paho()
+        self._connected = False
+        self._closing = False
+        self._nursery: trio.Nursery | None = None
+        self._session_scope: trio.CancelScope | None = None
+        self._session_done = trio.Event()
+        self._connected_event = trio.Event()
+        self._handshake: _AckWaiter | None = None
+        self._acks: dict[int, _AckWaiter] = {}
+        self._write_wanted = trio.Event()
+        self._backlogged: list[Subscription] = []
+        # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
+        self._exact_routes: dict[str, list[Subscription]] = {}
+        self._wildcard_routes: list[Subscription] = []
+        self._broker_filters: dict[str, _BrokerFilter] = {}
+        self._in_connect_thread = False
+        self._log_undeliverable = RateLimitedLog(log)
+
+    # ---- paho set-up and callbacks ---------------------------------------------------------------
+
+    def _make_paho(self) -> paho.Client:
+        config = self.config
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=True,
+            # EVerest and the brokers around it speak 3.1.1; amqtt and NATS refuse MQTT 5.
+            protocol=MQTTProtocolVersion.MQTTv311,
+            transport="unix" if config.address.is_unix else "tcp",
+            reconnect_on_failure=False,
+        )
+        client.connect_timeout = config.connect_timeout
+        client.max_inflight_messages_set(config.max_inflight)
+        client.max_queued_messages_set(config.max_queued)
+        if config.username is not None:
+            client.username_pw_set(config.username, config.password)
+        context = config.effective_tls_context()
+        if context is not None:
+            client.tls_set_context(context)
+            # The context decides about host names; stop paho from checking again (its own check uses
+            # ssl.match_hostname, gone since Python 3.12).
+            client.tls_insecure_set(not context.check_hostname)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
+        client.on_publish = self._on_publish
+        client.on_socket_close = self._on_socket_close
+        return client
+
+    def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
+        if self._handshake is not None:
+            if reason.is_failure:
+                self._handshake.resolve(error=ConnectError(f"{self.config.address} refused the connection: {reason}"))
+            else:
+                self._handshake.resolve()
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
+        self._lost(f"disconnected ({reason})")
+
+    def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        # Wake tasks waiting on this socket before paho closes it (trio requires it). During a
+        # threaded connect() or paho's __del__, paho closes an old socket that nobody waits on any
+        # more, outside trio: nothing to wake then.
+        if not self._in_connect_thread and trio.lowlevel.in_trio_run():
+            trio.lowlevel.notify_closing(sock)
+
+    def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, reasons: Any, _properties: Any) -> None:
+        waiter = self._acks.pop(mid, None)
+        if waiter is not None:
+            waiter.resolve(reasons)
+
+    def _on_unsubscribe(self, _client: Any, _userdata: Any, mid: int, _reasons: Any, _properties: Any) -> None:
+        waiter = self._acks.pop(mid, None)
+        if waiter is not None:
+            waiter.resolve()
+
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
+        waiter = self._acks.pop(mid, None)
+        if waiter is not None:
+            waiter.resolve()
+
+    def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
+        self.stats.received += 1
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            self.stats.undeliverable += 1
+            self._log_undeliverable("dropped a message whose topic is not valid UTF-8")
+            return
+        delivered = False
+        item = MqttMessage(topic, message.payload, message.qos, message.retain)
+        exact = self._exact_routes.get(topic)
+        if exact is not None:
+            for subscription in exact:
+                subscription._deliver(item)
+            delivered = True
+        for subscription in self._wildcard_routes:
+            if topic_matches(subscription.topic_filter, topic):
+                subscription._deliver(item)
+                delivered = True
+        if not delivered:
+            self.stats.undeliverable += 1
+
+    def _lost(self, reason: str) -> None:
+        """The connection ended (paho's on_disconnect, or a failed write)."""
+        if self._handshake is not None:
+            self._handshake.resolve(error=ConnectError(f"{self.config.address} closed the connection: {reason}"))
+        if not self._connected:
+            return
+        self._connected = False
+        self._connected_event = trio.Event()
+        self.stats.connection_losses += 1
+        error = NotConnected(f"connection to {self.config.address} lost: {reason}")
+        acks, self._acks = self._acks, {}
+        for waiter in acks.values():
+            waiter.resolve(error=error)
+        if not self._closing:
+            log.warning("connection to %s lost: %s", self.config.address, reason)
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    async def wait_connected(self) -> None:
+        await self._connected_event.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[MqttClient] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, report ready, then keep the connection up (reconnecting) until :meth:`aclose`.
+
+        The first connection failure raises :class:`ConnectError` (before ready); later losses
+        are retried with exponential backoff and jitter.
+        """
+        first_error: ConnectError | None = None
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await nursery.start(self._session)
+            except ConnectError as exc:
+                first_error = exc  # raised below, outside the nursery, so it is not wrapped in a group
+            else:
+                task_status.started(self)
+                await self._keep_connected()
+        if first_error is not None:
+            raise first_error
+
+    async def _keep_connected(self) -> None:
+        assert self._nursery is not None
+        delay = self.config.reconnect_min
+        while True:
+            await self._session_done.wait()
+            if self._closing:
+                return
+            while True:
+                # Full jitter in [delay/2, delay]: many gateways behind one broker don't return in step.
+                await trio.sleep(delay * (0.5 + random.random() / 2))
+                if self._closing:
+                    return
+                try:
+                    await self._nursery.start(self._session)
+                except ConnectError as exc:
+                    log.warning("reconnect failed, retrying in up to %.1f s: %s", delay, exc)
+                    delay = min(delay * 2, self.config.reconnect_max)
+                else:
+                    log.info("reconnected to %s", self.config.address)
+                    delay = self.config.reconnect_min
+                    break
+
+    async def aclose(self) -> None:
+        """Disconnect cleanly (DISCONNECT sent) and stop :meth:`run`. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._connected:
+            self._paho.disconnect()
+            self._kick_writer()
+            with trio.move_on_after(self.config.connect_timeout):
+                await self._session_done.wait()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _session(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One connection: open it, handshake, restore subscriptions, serve until it is lost."""
+        self._session_done = trio.Event()
+        self._write_wanted = trio.Event()
+        self._handshake = _AckWaiter()
+        handshake_error: str | None = None
+        started = False
+        try:
+            sock = await self._open_socket()
+            async with trio.open_nursery() as nursery:
+                self._session_scope = nursery.cancel_scope
+                nursery.start_soon(self._read_loop, sock)
+                nursery.start_soon(self._write_loop, sock)
+                nursery.start_soon(self._misc_loop)
+                self._kick_writer()
+                try:
+                    with trio.fail_after(self.config.connect_timeout):
+                        await self._handshake.wait()
+                        self._handshake = None
+                        self._connected = True
+                        await self._restore_subscriptions()
+                except trio.TooSlowError:
+                    handshake_error = (
+                        f"{self.config.address} did not complete the MQTT handshake within "
+                        f"{self.config.connect_timeout:g} s"
+                    )
+                except MqttError as exc:  # refused, closed, or a subscription not restored
+                    handshake_error = str(exc)
+                else:
+                    self.stats.connects += 1
+                    self._connected_event.set()
+                    started = True
+                    task_status.started()
+                if handshake_error is not None:
+                    self._connected = False
+                    nursery.cancel_scope.cancel()
+            # Raised here, outside the nursery, so that it is not wrapped in an exception group.
+            if not started:
+                raise ConnectError(handshake_error or f"connection to {self.config.address} lost during the handshake")
+        finally:
+            self._handshake = None
+            self._session_scope = None
+            if self._connected:
+                self._lost("session ended")
+            self._close_socket()
+            self._session_done.set()
+
+    async def _open_socket(self) -> Any:
+        address = self.config.address
+
+        def connect() -> None:
+            self._paho.connect(address.host, address.port or 1883, keepalive=self.config.keepalive)
+
+        self._in_connect_thread = True
+        try:
+            await trio.to_thread.run_sync(connect, abandon_on_cancel=True)
+        except ssl.SSLCertVerificationError as exc:
+            raise ConnectError(f"TLS verification of {address} failed: {exc.verify_message or exc}") from None
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
+        except (OSError, ValueError) as exc:
+            raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from None
+        finally:
+            self._in_connect_thread = False
+        sock = self._paho.socket()
+        if sock is None:
+            raise ConnectError(f"cannot connect to {address}: paho opened no socket")
+        if not address.is_unix:
+            # Small packets both ways (requests, replies, acks): don't let Nagle hold them back.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _close_socket(self) -> None:
+        sock = self._paho.socket()
+        if sock is not None:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
+    # ---- the three loops -------------------------------------------------------------------------
+
+    async def _read_loop(self, sock: Any) -> None:
+        paho_client = self._paho
+        is_tls = isinstance(sock, ssl.SSLSocket)
+        quickack = _TCP_QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                for _ in range(_READ_BURST):
+                    if paho_client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
+                        return
+                    if not _more_to_read(sock, is_tls):
+                        break
+                if quickack:
+                    sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+                if paho_client.want_write():
+                    self._kick_writer()
+                while self._backlogged:
+                    await self._backlogged.pop(0)._drain_backlog()
+        except (trio.ClosedResourceError, OSError):
+            return
+
+    async def _write_loop(self, sock: Any) -> None:
+        paho_client = self._paho
+        try:
+            while True:
+                await self._write_wanted.wait()
+                await trio.lowlevel.wait_writable(sock)
+                if paho_client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
+                    return
+                if not paho_client.want_write():
+                    self._write_wanted = trio.Event()
+        except (trio.ClosedResourceError, OSError):
+            return
+
+    async def _misc_loop(self) -> None:
+        keepalive = self.config.keepalive
+        if keepalive == 0:
+            return
+        # paho pings when `keepalive` has passed without traffic; checking four times per period
+        # keeps the ping within the 1.5 x keepalive the broker allows.
+        interval = keepalive / 4
+        while True:
+            await trio.sleep(interval)
+            if self._paho.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return
+            if self._paho.want_write():
+                self._kick_writer()
+
+    def _kick_writer(self) -> None:
+        if self._paho.want_write():
+            self._write_wanted.set()
+
+    # ---- subscriptions ---------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        topic_filter: str,
+        *,
+        qos: int = 0,
+        max_buffer: int = 64,
+        overflow: Overflow = Overflow.BLOCK,
+    ) -> Subscription:
+        """Subscribe; returns after the broker's SUBACK granted it (else :class:`SubscribeError`).
+
+        A filter that an existing subscription of this client covers (same or higher QoS) is not
+        sent to the broker again: amqtt and NATS would deliver each message once per filter.
+        """
+        validate_filter(topic_filter)
+        if qos not in (0, 1):
+            raise ValueError(f"QoS must be 0 or 1, got {qos}")
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
+        subscription = Subscription(self, topic_filter, qos, max_buffer, Overflow(overflow))
+        broker_filter = self._covering_filter(topic_filter, qos)
+        # Route before subscribing: retained messages follow the SUBACK in the same read.
+        self._add_route(subscription)
+        if broker_filter is None:
+            try:
+                await self._send_subscribe([(topic_filter, qos)])
+            except BaseException:
+                self._remove_route(subscription)
+                raise
+            broker_filter = topic_filter
+            self._broker_filters[broker_filter] = _BrokerFilter(qos)
+        self._broker_filters[broker_filter].users += 1
+        subscription._broker_filter = broker_filter
+        return subscription
+
+    def _covering_filter(self, topic_filter: str, qos: int) -> str | None:
+        if topic_filter in self._broker_filters and self._broker_filters[topic_filter].qos >= qos:
+            return topic_filter
+        for existing, state in self._broker_filters.items():
+            if state.qos >= qos and filter_covers(existing, topic_filter):
+                return existing
+        return None
+
+    async def _send_subscribe(self, filters: list[tuple[str, int]]) -> None:
+        if not self._connected:
+            raise NotConnected(f"not connected to {self.config.address}")
+        rc, mid = self._paho.subscribe(filters)
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            raise NotConnected(f"cannot subscribe: {paho.error_string(rc)}")
+        waiter = self._acks[mid] = _AckWaiter()
+        self._kick_writer()
+        reasons = await waiter.wait()
+        for (topic_filter, _qos), reason in zip(filters, reasons, strict=False):
+            if reason.is_failure:
+                raise SubscribeError(topic_filter, str(reason))
+
+    async def _restore_subscriptions(self) -> None:
+        if self._broker_filters:
+            await self._send_subscribe([(f, state.qos) for f, state in self._broker_filters.items()])
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        self._remove_route(subscription)
+        broker_filter = subscription._broker_filter
+        subscription._broker_filter = None
+        if broker_filter is None:
+            return
+        state = self._broker_filters[broker_filter]
+        state.users -= 1
+        if state.users > 0:
+            return
+        del self._broker_filters[broker_filter]
+        if not self._connected:
+            return  # nothing to undo at the broker: the session is gone, and it is not restored
+        rc, mid = self._paho.unsubscribe(broker_filter)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            waiter = self._acks[mid] = _AckWaiter()
+            self._kick_writer()
+            with trio.move_on_after(self.config.connect_timeout), contextlib.suppress(NotConnected):
+                await waiter.wait()
+
+    def _add_route(self, subscription: Subscription) -> None:
+        if subscription._has_wildcard:
+            self._wildcard_routes.append(subscription)
+        else:
+            self._exact_routes.setdefault(subscription.topic_filter, []).append(subscription)
+
+    def _remove_route(self, subscription: Subscription) -> None:
+        if subscription._has_wildcard:
+            if subscription in self._wildcard_routes:
+                self._wildcard_routes.remove(subscription)
+            return
+        routes = self._exact_routes.get(subscription.topic_filter, [])
+        if subscription in routes:
+            routes.remove(subscription)
+        if not routes:
+            self._exact_routes.pop(subscription.topic_filter, None)
+
+    # ---- publishing ------------------------------------------------------------------------------
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
+        """Hand a message to the connection (written at once when the socket takes it); returns its mid."""
+        if not self._connected:
+            raise NotConnected(f"not connected to {self.config.address}")
+        info = self._paho.publish(topic, payload, qos, retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+                raise MqttError(f"outgoing queue full ({self.config.max_queued} messages waiting)")
+            raise NotConnected(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")
+        self.stats.published += 1
+        if self._paho.want_write():
+            self._write_wanted.set()
+        return info.mid
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish; with QoS 1, return only once the broker acknowledged it (PUBACK)."""
+        mid = self.publish_nowait(topic, payload, qos, retain)
+        if qos == 0:
+            await trio.lowlevel.checkpoint()
+            return
+        waiter = self._acks[mid] = _AckWaiter()
+        await waiter.wait()
+
+
+def _more_to_read(sock: Any, is_tls: bool) -> bool:
+    if is_tls:
+        # Data decrypted into the SSL buffer no longer makes the socket readable: drain it here.
+        return sock.pending() > 0
+    try:
+        return bool(sock.recv(1, _PEEK_FLAGS))
+    except (BlockingIOError, InterruptedError):
+        return False
+

@@ -1,0 +1,113 @@
+"""The trio MQTT transport against a real mosquitto."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from evflow.runtime.broker import BrokerConfig
+from evflow.runtime.errors import ConnectError, NotConnected, SubscribeError
+from evflow.runtime.mosquitto import MosquittoBroker
+from evflow.runtime.transport import MqttClient, Overflow
+
+
+async def test_publish_subscribe_roundtrip(mqtt: MqttClient) -> None:
+    sub = await mqtt.subscribe("t/a", qos=1)
+    await mqtt.publish("t/a", b"hello", qos=1)
+    with trio.fail_after(5):
+        message = await sub.receive()
+    assert (message.topic, message.payload, message.qos) == ("t/a", b"hello", 1)
+
+
+async def test_wildcards_route_to_each_matching_subscriber(mqtt: MqttClient) -> None:
+    plus = await mqtt.subscribe("w/+/x")
+    hash_ = await mqtt.subscribe("w/#")
+    exact = await mqtt.subscribe("w/b/y")
+    for topic in ("w/a/x", "w/b/y", "w/c/x/deeper"):
+        await mqtt.publish(topic, topic.encode())
+    with trio.fail_after(5):
+        got_hash = [(await hash_.receive()).topic for _ in range(3)]
+        got_plus = [(await plus.receive()).topic]
+        got_exact = [(await exact.receive()).topic]
+    assert got_hash == ["w/a/x", "w/b/y", "w/c/x/deeper"]
+    assert got_plus == ["w/a/x"]
+    assert got_exact == ["w/b/y"]
+    # `w/b/y` is covered by `w/#`: one broker subscription served both, so no message came twice.
+    with pytest.raises(trio.WouldBlock):
+        hash_.receive_nowait()
+    with pytest.raises(trio.WouldBlock):
+        plus.receive_nowait()
+
+
+async def test_refused_subscription_names_its_filter(nats_mqtt_url: str) -> None:
+    # NATS refuses '.' in MQTT topics with a failed SUBACK (0x80); mosquitto 2.0 grants everything
+    # on MQTT 3.1.1, even what its ACL denies.
+    client = MqttClient(BrokerConfig.from_url(nats_mqtt_url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.subscribe("allowed/x")
+        with pytest.raises(SubscribeError, match="'forbidden.dot/x'"):
+            await client.subscribe("forbidden.dot/x")
+        await client.aclose()
+
+
+async def test_connect_refused_is_a_clear_error() -> None:
+    from evflow.runtime.mosquitto import free_port
+
+    client = MqttClient(BrokerConfig.from_url(f"mqtt://127.0.0.1:{free_port()}", connect_timeout=2))
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ConnectError, match="cannot connect to mqtt://127.0.0.1:.*Connection refused"):
+            await nursery.start(client.run)
+
+
+async def test_unix_socket_broker(broker: MosquittoBroker) -> None:
+    client = MqttClient(BrokerConfig.from_url(broker.unix_url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        sub = await client.subscribe("u/1")
+        await client.publish("u/1", b"over unix", qos=1)
+        with trio.fail_after(5):
+            assert (await sub.receive()).payload == b"over unix"
+        await client.aclose()
+
+
+async def test_publish_when_not_connected_fails_fast(mqtt: MqttClient) -> None:
+    await mqtt.aclose()
+    with pytest.raises(NotConnected):
+        await mqtt.publish("t/x", b"1")
+
+
+async def test_full_subscriber_drop_newest_is_counted(mqtt: MqttClient) -> None:
+    sub = await mqtt.subscribe("flood", max_buffer=2, overflow=Overflow.DROP_NEWEST)
+    marker = await mqtt.subscribe("flood/done")
+    for i in range(10):
+        await mqtt.publish("flood", str(i).encode(), qos=1)
+    await mqtt.publish("flood/done", b"", qos=1)
+    with trio.fail_after(5):
+        await marker.receive()
+    assert [sub.receive_nowait().payload for _ in range(2)] == [b"0", b"1"]
+    assert sub.dropped == 8 and mqtt.stats.dropped == 8
+
+
+async def test_full_subscriber_drop_oldest_keeps_the_newest(mqtt: MqttClient) -> None:
+    sub = await mqtt.subscribe("flood", max_buffer=2, overflow=Overflow.DROP_OLDEST)
+    marker = await mqtt.subscribe("flood/done")
+    for i in range(10):
+        await mqtt.publish("flood", str(i).encode(), qos=1)
+    await mqtt.publish("flood/done", b"", qos=1)
+    with trio.fail_after(5):
+        await marker.receive()
+    assert [sub.receive_nowait().payload for _ in range(2)] == [b"8", b"9"]
+    assert sub.dropped == 8
+
+
+async def test_full_subscriber_block_loses_nothing(mqtt: MqttClient) -> None:
+    sub = await mqtt.subscribe("flood", max_buffer=1, overflow=Overflow.BLOCK)
+    for i in range(200):
+        mqtt.publish_nowait("flood", str(i).encode(), qos=0)
+    received = []
+    with trio.fail_after(10):
+        while len(received) < 200:
+            received.append(int((await sub.receive()).payload))
+    assert received == list(range(200))
+    assert sub.dropped == 0
