@@ -70,3 +70,12 @@ class InvalidReply(ApiError):
         self.problems = tuple(problems)
         super().__init__(f"invalid reply to {operation}: {'; '.join(self.problems)}")
 
+
+
+class InvalidPayload(EvflowError):
+    """A message on a subscribed topic does not decode; ``problems`` list each with its JSON path."""
+
+    def __init__(self, topic: str, problems: Sequence[str]) -> None:
+        self.topic = topic
+        self.problems = tuple(problems)
+        super().__init__(f"invalid payload on {topic}: {'; '.join(self.problems)}")

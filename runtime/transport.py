@@ -46,6 +46,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from .broker import BrokerConfig
 from .errors import ConnectError, MqttError, NotConnected, SubscribeError
+from .oneshot import OneShot
 from .protocol.topics import filter_covers, topic_matches, validate_filter
 from .ratelimit import RateLimitedLog
 
@@ -169,25 +170,6 @@ class Subscription:
 
 
 @attrs.define(eq=False)
-class _AckWaiter:
-    event: trio.Event = attrs.field(factory=trio.Event)
-    result: Any = None
-    error: BaseException | None = None
-
-    def resolve(self, result: Any = None, error: BaseException | None = None) -> None:
-        if not self.event.is_set():
-            self.result = result
-            self.error = error
-            self.event.set()
-
-    async def wait(self) -> Any:
-        await self.event.wait()
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-@attrs.define(eq=False)
 class _BrokerFilter:
     qos: int
     users: int = 0
@@ -206,8 +188,9 @@ class MqttClient:
         self._session_scope: trio.CancelScope | None = None
         self._session_done = trio.Event()
         self._connected_event = trio.Event()
-        self._handshake: _AckWaiter | None = None
-        self._acks: dict[int, _AckWaiter] = {}
+        self._lost_event = trio.Event()
+        self._handshake: OneShot[None] | None = None
+        self._acks: dict[int, OneShot[Any]] = {}
         self._write_wanted = trio.Event()
         self._backlogged: list[Subscription] = []
         # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
@@ -253,9 +236,9 @@ class MqttClient:
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
         if self._handshake is not None:
             if reason.is_failure:
-                self._handshake.resolve(error=ConnectError(f"{self.config.address} refused the connection: {reason}"))
+                self._handshake.fail(ConnectError(f"{self.config.address} refused the connection: {reason}"))
             else:
-                self._handshake.resolve()
+                self._handshake.set(None)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
         self._lost(f"disconnected ({reason})")
@@ -270,17 +253,17 @@ class MqttClient:
     def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, reasons: Any, _properties: Any) -> None:
         waiter = self._acks.pop(mid, None)
         if waiter is not None:
-            waiter.resolve(reasons)
+            waiter.set(reasons)
 
     def _on_unsubscribe(self, _client: Any, _userdata: Any, mid: int, _reasons: Any, _properties: Any) -> None:
         waiter = self._acks.pop(mid, None)
         if waiter is not None:
-            waiter.resolve()
+            waiter.set(None)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
         waiter = self._acks.pop(mid, None)
         if waiter is not None:
-            waiter.resolve()
+            waiter.set(None)
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
@@ -307,16 +290,17 @@ class MqttClient:
     def _lost(self, reason: str) -> None:
         """The connection ended (paho's on_disconnect, or a failed write)."""
         if self._handshake is not None:
-            self._handshake.resolve(error=ConnectError(f"{self.config.address} closed the connection: {reason}"))
+            self._handshake.fail(ConnectError(f"{self.config.address} closed the connection: {reason}"))
         if not self._connected:
             return
         self._connected = False
         self._connected_event = trio.Event()
+        self._lost_event.set()
         self.stats.connection_losses += 1
         error = NotConnected(f"connection to {self.config.address} lost: {reason}")
         acks, self._acks = self._acks, {}
         for waiter in acks.values():
-            waiter.resolve(error=error)
+            waiter.fail(error)
         if not self._closing:
             log.warning("connection to %s lost: %s", self.config.address, reason)
         if self._session_scope is not None:
@@ -329,7 +313,15 @@ class MqttClient:
         return self._connected
 
     async def wait_connected(self) -> None:
+        """Return once connected (at once if connected now)."""
         await self._connected_event.wait()
+
+    async def wait_connection_lost(self) -> None:
+        """Return once the current connection is lost (at once if there is none now)."""
+        if not self._connected:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._lost_event.wait()
 
     async def run(self, *, task_status: trio.TaskStatus[MqttClient] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, report ready, then keep the connection up (reconnecting) until :meth:`aclose`.
@@ -389,7 +381,7 @@ class MqttClient:
         """One connection: open it, handshake, restore subscriptions, serve until it is lost."""
         self._session_done = trio.Event()
         self._write_wanted = trio.Event()
-        self._handshake = _AckWaiter()
+        self._handshake = OneShot()
         handshake_error: str | None = None
         started = False
         try:
@@ -415,6 +407,7 @@ class MqttClient:
                     handshake_error = str(exc)
                 else:
                     self.stats.connects += 1
+                    self._lost_event = trio.Event()
                     self._connected_event.set()
                     started = True
                     task_status.started()
@@ -567,7 +560,7 @@ class MqttClient:
         rc, mid = self._paho.subscribe(filters)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise NotConnected(f"cannot subscribe: {paho.error_string(rc)}")
-        waiter = self._acks[mid] = _AckWaiter()
+        waiter = self._acks[mid] = OneShot()
         self._kick_writer()
         reasons = await waiter.wait()
         for (topic_filter, _qos), reason in zip(filters, reasons, strict=False):
@@ -593,7 +586,7 @@ class MqttClient:
             return  # nothing to undo at the broker: the session is gone, and it is not restored
         rc, mid = self._paho.unsubscribe(broker_filter)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-            waiter = self._acks[mid] = _AckWaiter()
+            waiter = self._acks[mid] = OneShot()
             self._kick_writer()
             with trio.move_on_after(self.config.connect_timeout), contextlib.suppress(NotConnected):
                 await waiter.wait()
@@ -637,7 +630,7 @@ class MqttClient:
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return
-        waiter = self._acks[mid] = _AckWaiter()
+        waiter = self._acks[mid] = OneShot()
         await waiter.wait()
 
 

@@ -59,6 +59,7 @@ class EverestStandIn:
         strict: bool = False,
         answer: bool = True,
         leaf_answer: Callable[[dict[str, Any]], dict[str, Any]] = default_leaf_answer,
+        reply_delay: float = 0.0,
     ) -> None:
         self.prefix = external_prefix
         self.base = f"{external_prefix}everest_api/1/evse_security_consumer/{module_id}"
@@ -66,12 +67,15 @@ class EverestStandIn:
         self.strict = strict
         self.answer = answer
         self.leaf_answer = leaf_answer
+        self.reply_delay = reply_delay
         self._host, self._port = host, port
         self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"everest-standin-{id(self)}",
                                    protocol=paho.MQTTv311)
         self._client.on_message = self._on_message
         self._subscribed = threading.Event()
         self._client.on_subscribe = lambda *_: self._subscribed.set()
+        # Subscribe on every (re)connect, as EVerest does: paho keeps no subscriptions across them.
+        self._client.on_connect = lambda *_: self._client.subscribe(f"{self.base}/m2e/#", qos=0)
         self._token: trio.lowlevel.TrioToken | None = None
         self._send, self.received = trio.open_memory_channel[Received](10_000)
 
@@ -79,7 +83,6 @@ class EverestStandIn:
         self._token = trio.lowlevel.current_trio_token()
         self._client.connect(self._host, self._port)
         self._client.loop_start()
-        self._client.subscribe(f"{self.base}/m2e/#", qos=0)  # EVerest subscribes with QoS 0
         ok = await trio.to_thread.run_sync(self._subscribed.wait, 5.0)
         assert ok, "the stand-in was not subscribed within 5 s"
         return self
@@ -97,8 +100,11 @@ class EverestStandIn:
     # paho's thread from here on
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         assert self._token is not None
-        trio.from_thread.run_sync(self._send.send_nowait, Received(message.topic, message.payload),
-                                  trio_token=self._token)
+        try:
+            trio.from_thread.run_sync(self._send.send_nowait, Received(message.topic, message.payload),
+                                      trio_token=self._token)
+        except trio.RunFinishedError:
+            return  # the test is over
         operation = message.topic.rsplit("/", 1)[-1]
         try:
             envelope = json.loads(message.payload)
@@ -108,9 +114,16 @@ class EverestStandIn:
             return  # EVerest: "Invalid data: Deserialization failed.", and no reply
         if not self.answer or reply_to is None:
             return
-        reply_topic = self.prefix + reply_to
+        if self.reply_delay:
+            timer = threading.Timer(self.reply_delay, self._answer, (operation, self.prefix + reply_to, payload))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._answer(operation, self.prefix + reply_to, payload)
+
+    def _answer(self, operation: str, reply_topic: str, payload: Any) -> None:
         if operation == "is_ca_certificate_installed":
-            if payload not in CA_TYPES:
+            if not isinstance(payload, str) or payload not in CA_TYPES:
                 return
             body = json.dumps(payload in self.installed)
             self._client.publish(reply_topic, body)
@@ -122,7 +135,7 @@ class EverestStandIn:
                 return
             self._client.publish(reply_topic, json.dumps(self.leaf_answer(payload)))
         elif operation == "get_verify_location":
-            if payload not in CA_TYPES:
+            if not isinstance(payload, str) or payload not in CA_TYPES:
                 return
             if self.strict:
                 self._client.publish(reply_topic, json.dumps(f"/etc/everest/certs/ca/{payload.lower()}"))

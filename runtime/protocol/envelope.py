@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..codec import CodecError, decode_json, dump_json, load_json, unstructure
+from ..codec import CodecError, decode_json, dump_json, load_json, structure, unstructure
 
 T = TypeVar("T")
 
@@ -64,3 +64,22 @@ def decode_path_reply(data: bytes) -> str | None:
     if "\0" in value:
         raise CodecError(["a path must not contain NUL @ $"])
     return value or None
+
+
+def decode_request(data: bytes, request_type: type[T]) -> tuple[str | None, T]:
+    """The EVerest side of :func:`encode_request`: ``(replyTo or None, typed payload)``.
+
+    Raises :class:`CodecError` for anything EVerest could not decode (it would not answer those).
+    """
+    envelope = load_json(data)
+    if type(envelope) is not dict:
+        raise CodecError(["expected an object, got something else @ $"])
+    if "payload" not in envelope:
+        raise CodecError(["required key missing @ $.payload"])
+    headers = envelope.get("headers", {})
+    if type(headers) is not dict:
+        raise CodecError(["expected an object @ $.headers"])
+    reply_to = headers.get("replyTo")
+    if reply_to is not None and type(reply_to) is not str:
+        raise CodecError(["expected a string @ $.headers.replyTo"])
+    return reply_to, structure(envelope["payload"], request_type, "$.payload")

@@ -1,0 +1,84 @@
+"""The ``evflow`` command line.
+
+Arguments are declared here (cheap); a command's code, and what it imports, is loaded only when that
+command runs, so ``evflow --help`` or a quick command does not pay for the whole runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _add_api_target(parser: argparse.ArgumentParser, *, broker_required: bool) -> None:
+    parser.add_argument("--broker", required=broker_required, metavar="URL",
+                        help="broker URL: mqtt://host:port, mqtts://host:port or unix:///path")
+    parser.add_argument("--module-id", required=broker_required, metavar="ID",
+                        help="module id of the evse_security_consumer API module in EVerest's config")
+    parser.add_argument("--external-prefix", default="", metavar="P",
+                        help="EVerest's mqtt_external_prefix (default: none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evflow",
+        description="Flows for EVerest's evse_security_consumer API over MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"evflow {__version__}")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="log level (default: info)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    probe = commands.add_parser(
+        "probe",
+        help="ask a running EVerest the three evse_security questions and watch its heartbeat",
+        description="Connect to the broker, send each evse_security_consumer request once per certificate "
+        "type, print the answers, then watch EVerest's heartbeat for --duration seconds.",
+    )
+    _add_api_target(probe, broker_required=True)
+    probe.add_argument("--timeout", type=_positive_float, default=5.0, metavar="S",
+                       help="request timeout in seconds (default: 5)")
+    probe.add_argument("--duration", type=_positive_float, default=3.0, metavar="S",
+                       help="seconds to watch the heartbeat (default: 3)")
+    probe.set_defaults(module="evflow.runtime.commands.probe")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run everything locally: a private broker, the EVerest simulator with a fresh PKI, a client",
+        description="Start a private mosquitto, an EVerest evse_security simulator serving a freshly made "
+        "test PKI, and an evflow client asking it; show what flows. Stops on Ctrl-C or after --duration.",
+    )
+    demo.add_argument("--duration", type=_positive_float, default=None, metavar="S",
+                      help="stop after this many seconds (default: run until Ctrl-C)")
+    demo.set_defaults(module="evflow.runtime.commands.demo")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .logsetup import configure_logging
+
+    configure_logging(args.log_level)
+    command = importlib.import_module(args.module)
+    try:
+        return int(command.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""A client of one EVerest API for one module: requests, heartbeats, communication checks.
+
+API-agnostic: the API is an :class:`ApiSpec` (name, version, operation table). Each request gets its
+own reply topic under this client's reply prefix; the one subscription covering them all is in place
+before :meth:`ApiClient.run` reports ready. A reply nobody waits for any more (late, or EVerest's second
+copy of a boolean) is dropped and counted in ``stats``.
+
+    client = ApiClient(mqtt, EVSE_SECURITY_CONSUMER, "evse_security_api")
+    await nursery.start(client.run)
+    installed = await client.request("is_ca_certificate_installed", "CSMS")
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import trio
+
+from .codec import CodecError, decode_json, dump_json, structure
+from .errors import InvalidPayload, InvalidRequest, NotConnected, RequestTimeout
+from .models.evse_security import HeartbeatId
+from .oneshot import OneShot
+from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
+from .protocol.envelope import encode_request
+from .protocol.requests import DropReason, Dropped, PendingRequest, Reply, RequestStats, RequestTable, reply_prefix_for
+from .protocol.topics import ApiTopics
+from .ratelimit import RateLimitedLog
+from .transport import MqttClient, MqttMessage, Overflow, Subscription
+
+__all__ = ["ApiClient", "HeartbeatSubscription"]
+
+log = logging.getLogger("evflow.client")
+
+
+class HeartbeatSubscription:
+    """EVerest's heartbeat ids in arrival order. ``receive`` raises :class:`InvalidPayload` for one
+    that does not decode (and the next call goes on with the next message)."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.invalid = 0
+
+    async def receive(self) -> HeartbeatId:
+        message = await self.subscription.receive()
+        try:
+            return decode_json(message.payload, HeartbeatId)
+        except CodecError as exc:
+            self.invalid += 1
+            raise InvalidPayload(message.topic, exc.problems) from None
+
+    async def aclose(self) -> None:
+        await self.subscription.aclose()
+
+    async def __aenter__(self) -> HeartbeatSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class ApiClient:
+    """Requests to, and liveness of, one EVerest API module over an :class:`MqttClient`."""
+
+    def __init__(
+        self,
+        mqtt: MqttClient,
+        api: ApiSpec,
+        module_id: str,
+        *,
+        external_prefix: str = "",
+        request_timeout: float = 5.0,
+        max_in_flight: int = 256,
+        request_qos: int = 0,
+    ) -> None:
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout}")
+        self.mqtt = mqtt
+        self.api = api
+        self.topics = ApiTopics(api.name, api.topic_version, module_id, external_prefix)
+        self.request_timeout = request_timeout
+        self.request_qos = request_qos
+        # One random topic level per client: two clients on one broker never share reply topics.
+        self._table = RequestTable(reply_prefix_for(external_prefix, secrets.token_hex(6)), max_open=max_in_flight)
+        self._in_flight = trio.Semaphore(max_in_flight)
+        self._replies: dict[PendingRequest, OneShot[Any]] = {}
+        self._request_topics = {name: self.topics.m2e(name) for name in api.operations}
+        self._log_dropped = RateLimitedLog(log)
+
+    @property
+    def stats(self) -> RequestStats:
+        return self._table.stats
+
+    @property
+    def in_flight(self) -> int:
+        return self._table.open_count
+
+    async def run(self, *, task_status: trio.TaskStatus[ApiClient] = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe to the replies, report ready, then dispatch replies until cancelled."""
+        replies = await self.mqtt.subscribe(self._table.reply_filter, qos=0, max_buffer=256)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fail_requests_on_connection_loss)
+            task_status.started(self)
+            async with replies:
+                async for message in replies:
+                    self._dispatch_reply(message)
+
+    def _dispatch_reply(self, message: MqttMessage) -> None:
+        outcome = self._table.receive(message.topic, message.payload)
+        if isinstance(outcome, Dropped):
+            # EVerest answers boolean requests twice by design: only other drops are worth a line.
+            if outcome.reason is not DropReason.DUPLICATE:
+                self._log_dropped("dropped a %s reply on %s", outcome.reason, outcome.topic)
+            return
+        slot = self._replies.get(outcome.request)
+        if slot is None:
+            return
+        if isinstance(outcome, Reply):
+            slot.set(outcome.value)
+        else:
+            slot.fail(outcome.error)
+
+    async def _fail_requests_on_connection_loss(self) -> None:
+        while True:
+            await self.mqtt.wait_connection_lost()
+            for request in self._table.abandon_all():
+                slot = self._replies.get(request)
+                if slot is not None:
+                    slot.fail(NotConnected(f"connection lost while waiting for the reply to {request.operation.name}"))
+            await self.mqtt.wait_connected()
+
+    async def request(self, operation: Operation[Any, Any] | str, payload: Any, *, timeout: float | None = None) -> Any:
+        """Send one request and return its typed reply.
+
+        ``payload`` is the operation's request type or plain JSON data for it. Raises
+        :class:`InvalidRequest` (before sending), :class:`NotConnected`, :class:`RequestTimeout`
+        (``timeout``, default ``request_timeout``, covers waiting for an in-flight slot too) or
+        :class:`InvalidReply`.
+        """
+        op = operation if isinstance(operation, Operation) else self.api.operation(operation)
+        if not isinstance(payload, op.request_type):
+            try:
+                payload = structure(payload, op.request_type)
+            except CodecError as exc:
+                raise InvalidRequest(op.name, exc.problems) from None
+        deadline = self.request_timeout if timeout is None else timeout
+        with trio.move_on_after(deadline):
+            async with self._in_flight:
+                request = self._table.open(op)
+                slot: OneShot[Any] = OneShot()
+                self._replies[request] = slot
+                try:
+                    body = encode_request(payload, self.topics.reply_to(request.reply_topic))
+                    await self.mqtt.publish(self._request_topics[op.name], body, self.request_qos)
+                    return await slot.wait()
+                finally:
+                    del self._replies[request]
+                    self._table.abandon(request)  # no-op when it was answered
+        raise RequestTimeout(op.name, deadline)
+
+    async def heartbeats(self, *, max_buffer: int = 64, overflow: Overflow = Overflow.BLOCK) -> HeartbeatSubscription:
+        """Subscribe to EVerest's heartbeat (returns once the broker granted it)."""
+        subscription = await self.mqtt.subscribe(
+            self.topics.e2m(HEARTBEAT), qos=0, max_buffer=max_buffer, overflow=overflow
+        )
+        return HeartbeatSubscription(subscription)
+
+    async def communication_check(self, ok: bool, *, qos: int = 0) -> None:
+        """Tell EVerest the link is good (``True``), or stop its check for good (``False``)."""
+        await self.mqtt.publish(self.topics.m2e(COMMUNICATION_CHECK), dump_json(bool(ok)), qos)

@@ -1,0 +1,34 @@
+"""Running a command's trio main: evflow's own errors become one clear line each, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import trio
+
+from ..errors import EvflowError
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def run_trio(command: str, main: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``trio.run(main, *args)``; an :class:`EvflowError` (alone or in a nursery's group) exits 1.
+
+    Anything else is a bug and keeps its traceback.
+    """
+    failures: list[BaseException] = []
+    try:
+        return trio.run(main, *args)
+    except* EvflowError as group:
+        failures.extend(_leaves(group))
+    for failure in failures:
+        print(f"evflow {command}: error: {failure}", file=sys.stderr)
+    return 1
