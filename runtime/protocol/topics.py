@@ -154,6 +154,10 @@ class ApiTopics:
         validate_topic_level(name, "operation name")
         return f"{self.external_prefix}{self.base}/{direction}/{name}"
 
+    def all_in(self, direction: Direction) -> str:
+        """The filter matching every topic of ``direction``, e.g. all requests for the EVerest side."""
+        return f"{self.external_prefix}{self.base}/{direction}/+"
+
     def m2e(self, name: str) -> str:
         return self.topic(Direction.MODULE_TO_EVEREST, name)
 

@@ -1,0 +1,160 @@
+"""The EVerest side of ``evse_security_consumer``: serves the API from a certificate store.
+
+Behaves like EVerest's ``evse_security_consumer_API`` module in front of its EvseSecurity module:
+requests on ``m2e/<operation>`` answered on the request's ``replyTo`` (with the external prefix
+prepended, as EVerest does), heartbeats on ``e2m/heartbeat``, and the communication-check watchdog.
+By default it reproduces EVerest's implementation on the wire (boolean replies twice, the verify
+location as raw text naming the bundle file, silence for requests it cannot decode); ``strict``
+switches to the document's form.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Any
+
+import attrs
+import trio
+
+from ..apis.evse_security_consumer import (
+    EVSE_SECURITY_CONSUMER,
+    GET_LEAF_CERTIFICATE_INFO,
+    GET_VERIFY_LOCATION,
+    IS_CA_CERTIFICATE_INSTALLED,
+)
+from ..codec import CodecError, dump_json, encode_json, load_json
+from ..models.evse_security import U64_MAX
+from ..protocol.api import COMMUNICATION_CHECK, HEARTBEAT
+from ..protocol.envelope import decode_request
+from ..protocol.topics import ApiTopics, Direction
+from ..ratelimit import RateLimitedLog
+from ..transport import MqttClient, MqttMessage
+from .store import CertificateStore
+from .watchdog import CheckState, CommunicationCheckWatchdog
+
+__all__ = ["SimulatorOptions", "EvseSecuritySimulator"]
+
+log = logging.getLogger("evflow.simulator")
+
+
+@attrs.frozen(kw_only=True)
+class SimulatorOptions:
+    module_id: str
+    external_prefix: str = ""
+    heartbeat_interval_ms: int = 1000  # <= 0: no heartbeat, as in EVerest
+    heartbeat_start: int = attrs.field(default=0)
+    comm_check_timeout_s: float = 5.0  # <= 0: no watchdog, as in EVerest
+    strict: bool = False
+
+    @heartbeat_start.validator
+    def _u64(self, _attribute: object, value: int) -> None:
+        if not 0 <= value <= U64_MAX:
+            raise ValueError(f"heartbeat start must be in 0..2^64-1, got {value}")
+
+
+class EvseSecuritySimulator:
+    def __init__(self, mqtt: MqttClient, store: CertificateStore, options: SimulatorOptions) -> None:
+        self.mqtt = mqtt
+        self.store = store
+        self.options = options
+        api = EVSE_SECURITY_CONSUMER
+        self.topics = ApiTopics(api.name, api.topic_version, options.module_id, options.external_prefix)
+        self.watchdog = CommunicationCheckWatchdog(options.comm_check_timeout_s)
+        self.requests_served = 0
+        self.undecodable = 0
+        self._watchdog_changed = trio.Event()
+        self._log_undecodable = RateLimitedLog(log)
+        self._handlers = {
+            IS_CA_CERTIFICATE_INSTALLED.name: self._is_ca_certificate_installed,
+            GET_LEAF_CERTIFICATE_INFO.name: self._get_leaf_certificate_info,
+            GET_VERIFY_LOCATION.name: self._get_verify_location,
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[EvseSecuritySimulator] = trio.TASK_STATUS_IGNORED) -> None:
+        requests = await self.mqtt.subscribe(self.topics.all_in(Direction.MODULE_TO_EVEREST), qos=0, max_buffer=256)
+        async with trio.open_nursery() as nursery:
+            if self.options.heartbeat_interval_ms > 0:
+                nursery.start_soon(self._heartbeat)
+            if self.watchdog.state is not CheckState.OFF:
+                log.warning("communication check: %s (raised until the first check arrives)", self.watchdog.state)
+                nursery.start_soon(self._watch_communication_check)
+            task_status.started(self)
+            async with requests:
+                async for message in requests:
+                    await self._handle(message)
+
+    async def _heartbeat(self) -> None:
+        interval = self.options.heartbeat_interval_ms / 1000
+        beat = self.options.heartbeat_start
+        next_at = trio.current_time()
+        topic = self.topics.e2m(HEARTBEAT)
+        while True:
+            if self.mqtt.connected:
+                await self.mqtt.publish(topic, dump_json(beat))
+            beat = 0 if beat == U64_MAX else beat + 1
+            # Drift-free: the n-th beat is due at start + n * interval, whatever each publish took.
+            next_at += interval
+            await trio.sleep_until(next_at)
+
+    async def _watch_communication_check(self) -> None:
+        while True:
+            deadline = self.watchdog.deadline
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._watchdog_changed.wait()
+                self._watchdog_changed = trio.Event()
+                continue
+            if self.watchdog.check(trio.current_time()) is CheckState.FAILED:
+                log.error("communication check failed: none within %g s", self.watchdog.timeout)
+
+    async def _handle(self, message: MqttMessage) -> None:
+        name = message.topic.rsplit("/", 1)[-1]
+        if name == COMMUNICATION_CHECK:
+            self._communication_check(message.payload)
+            return
+        handler = self._handlers.get(name)
+        if handler is None:
+            return  # EVerest has no such command: it does not subscribe to it
+        operation = EVSE_SECURITY_CONSUMER.operations[name]
+        try:
+            reply_to, payload = decode_request(message.payload, operation.request_type)
+        except CodecError as exc:
+            self.undecodable += 1
+            self._log_undecodable("Invalid data: Deserialization failed (%s: %s); no reply", name, exc)
+            return
+        self.requests_served += 1
+        if reply_to is None:
+            return
+        await handler(self.options.external_prefix + reply_to, payload)
+
+    def _communication_check(self, payload: bytes) -> None:
+        try:
+            value = load_json(payload)
+        except CodecError:
+            value = None
+        if type(value) is not bool:
+            self._log_undecodable("Invalid data: communication_check is not a boolean: %r", payload[:40])
+            return
+        changed = self.watchdog.receive(value, trio.current_time())
+        if changed is not None:
+            (log.warning if changed is CheckState.STOPPED else log.info)("communication check: %s", changed)
+            self._watchdog_changed.set()
+
+    async def _is_ca_certificate_installed(self, reply_topic: str, certificate_type: Any) -> None:
+        body = dump_json(self.store.is_ca_certificate_installed(certificate_type))
+        await self.mqtt.publish(reply_topic, body)
+        if not self.options.strict:
+            await self.mqtt.publish(reply_topic, body)  # EVerest's implementation publishes it twice
+
+    async def _get_leaf_certificate_info(self, reply_topic: str, request: Any) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        result = self.store.get_leaf_certificate_info(request, now=now, strict=self.options.strict)
+        await self.mqtt.publish(reply_topic, encode_json(result))
+
+    async def _get_verify_location(self, reply_topic: str, certificate_type: Any) -> None:
+        path = self.store.get_verify_location(certificate_type, strict=self.options.strict)
+        if self.options.strict:
+            body = dump_json(path or "")
+        else:
+            body = (path or "").encode()  # raw text, no quotes; empty when nothing is installed
+        await self.mqtt.publish(reply_topic, body)
