@@ -105,7 +105,7 @@ class EvseSecuritySimulator:
                 self._watchdog_changed = trio.Event()
                 continue
             if self.watchdog.check(trio.current_time()) is CheckState.FAILED:
-                log.error("communication check failed: none within %g s", self.watchdog.timeout)
+                log.error("communication check: failed (none within %g s)", self.watchdog.timeout)
 
     async def _handle(self, message: MqttMessage) -> None:
         name = message.topic.rsplit("/", 1)[-1]
