@@ -72,6 +72,7 @@ class MosquittoBroker:
     process: subprocess.Popen[bytes] | None = None
     _log_lines: list[str] = attrs.field(factory=list)
     _ready: threading.Event = attrs.field(factory=threading.Event)
+    _logged: threading.Condition = attrs.field(factory=threading.Condition)
 
     @property
     def url(self) -> str:
@@ -152,14 +153,21 @@ class MosquittoBroker:
             raise MosquittoError(f"mosquitto did not start within {timeout:g} s:\n{self.log}")
         return self
 
+    def wait_for_log(self, fragment: str, timeout: float) -> bool:
+        """Block until a log line contains ``fragment`` (True), or ``timeout`` passes (False)."""
+        with self._logged:
+            return self._logged.wait_for(lambda: any(fragment in line for line in self._log_lines), timeout)
+
     def _pump_log(self, process: subprocess.Popen[bytes]) -> None:
         # Reads until mosquitto exits: the pipe must never fill, or mosquitto would block on it.
         assert process.stdout is not None
         for raw in process.stdout:
             line = raw.decode("utf-8", "replace").rstrip()
-            self._log_lines.append(line)
-            if len(self._log_lines) > 2000:
-                del self._log_lines[:1000]
+            with self._logged:
+                self._log_lines.append(line)
+                if len(self._log_lines) > 2000:
+                    del self._log_lines[:1000]
+                self._logged.notify_all()
             if " running" in line:
                 self._ready.set()
         self._ready.set()  # exited: wake start() so it reports the failure at once

@@ -175,6 +175,18 @@ class _BrokerFilter:
     users: int = 0
 
 
+class _LastError(logging.Handler):
+    """Keeps paho's last error line: paho logs why a socket failed (an SSL alert, say), returns only
+    a generic code, and calls on_disconnect with "Unspecified error"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 class MqttClient:
     """One MQTT connection, kept up while :meth:`run` runs. See the module docstring."""
 
@@ -198,6 +210,7 @@ class MqttClient:
         self._wildcard_routes: list[Subscription] = []
         self._broker_filters: dict[str, _BrokerFilter] = {}
         self._in_connect_thread = False
+        self._connect_thread_failure: str | None = None
         self._log_undeliverable = RateLimitedLog(log)
 
     # ---- paho set-up and callbacks ---------------------------------------------------------------
@@ -231,6 +244,11 @@ class MqttClient:
         client.on_unsubscribe = self._on_unsubscribe
         client.on_publish = self._on_publish
         client.on_socket_close = self._on_socket_close
+        # A logger of this client's own, outside logging's registry, that formats nothing below ERROR.
+        paho_log = logging.Logger("evflow.mqtt.paho", logging.ERROR)
+        self._paho_error = _LastError()
+        paho_log.addHandler(self._paho_error)
+        client.enable_logger(paho_log)
         return client
 
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
@@ -241,7 +259,15 @@ class MqttClient:
                 self._handshake.set(None)
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
-        self._lost(f"disconnected ({reason})")
+        detail = self._paho_error.message
+        self._paho_error.message = None
+        reason_text = detail if detail and reason.is_failure else f"disconnected ({reason})"
+        if self._in_connect_thread:
+            # paho wrote CONNECT from connect(), in the worker thread, and the socket failed (a TLS
+            # alert, say): no trio object may be touched from there; _open_socket reports it.
+            self._connect_thread_failure = reason_text
+            return
+        self._lost(reason_text)
 
     def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
         # Wake tasks waiting on this socket before paho closes it (trio requires it). During a
@@ -432,6 +458,7 @@ class MqttClient:
             self._paho.connect(address.host, address.port or 1883, keepalive=self.config.keepalive)
 
         self._in_connect_thread = True
+        self._connect_thread_failure = None
         try:
             await trio.to_thread.run_sync(connect, abandon_on_cancel=True)
         except ssl.SSLCertVerificationError as exc:
@@ -444,7 +471,7 @@ class MqttClient:
             self._in_connect_thread = False
         sock = self._paho.socket()
         if sock is None:
-            raise ConnectError(f"cannot connect to {address}: paho opened no socket")
+            raise ConnectError(f"cannot connect to {address}: {self._connect_thread_failure or 'no socket opened'}")
         if not address.is_unix:
             # Small packets both ways (requests, replies, acks): don't let Nagle hold them back.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -9,6 +11,8 @@ from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.errors import ConnectError, NotConnected, SubscribeError
 from evflow.runtime.mosquitto import MosquittoBroker
 from evflow.runtime.transport import MqttClient, Overflow
+
+from .conftest import start_broker
 
 
 async def test_publish_subscribe_roundtrip(mqtt: MqttClient) -> None:
@@ -111,3 +115,42 @@ async def test_full_subscriber_block_loses_nothing(mqtt: MqttClient) -> None:
             received.append(int((await sub.receive()).payload))
     assert received == list(range(200))
     assert sub.dropped == 0
+
+
+async def test_username_and_password(tmp_path: Path) -> None:
+    secret = "s3cret-broker-password"
+    broker = start_broker(tmp_path / "auth", users={"gateway": secret})
+    try:
+        good = MqttClient(BrokerConfig.from_url(broker.url, username="gateway", password=secret))
+        wrong = MqttClient(BrokerConfig.from_url(broker.url, username="gateway", password="not-it"))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(good.run)
+            sub = await good.subscribe("auth/ok")
+            await good.publish("auth/ok", b"in", qos=1)
+            with trio.fail_after(5):
+                assert (await sub.receive()).payload == b"in"
+            with pytest.raises(ConnectError, match="refused the connection: Not authorized") as refused:
+                await nursery.start(wrong.run)
+            assert "not-it" not in str(refused.value) and secret not in repr(good.config)
+            await good.aclose()
+    finally:
+        broker.stop()
+
+
+async def test_clean_disconnect_is_seen_by_the_broker(broker: MosquittoBroker) -> None:
+    client = MqttClient(BrokerConfig.from_url(broker.url, client_id="evflow-clean-close"))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await client.aclose()
+    assert not client.connected
+    # mosquitto logs "disconnected." for a DISCONNECT packet, "closed its connection" for a dropped socket.
+    assert await trio.to_thread.run_sync(broker.wait_for_log, "Client evflow-clean-close disconnected.", 10)
+    assert "Client evflow-clean-close closed its connection" not in broker.log
+
+
+def test_missing_mosquitto_is_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evflow.runtime.mosquitto as mosquitto
+
+    monkeypatch.setattr(mosquitto, "find_mosquitto", lambda name="mosquitto": None)
+    with pytest.raises(mosquitto.MosquittoNotInstalled, match=r"mosquitto is not installed .* apt-get install mosquitto"):
+        MosquittoBroker(tmp_path).start()
