@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to watch the heartbeat (default: 3)")
     probe.set_defaults(module="evflow.runtime.commands.probe")
 
+    run = commands.add_parser(
+        "run", help="run flow files until stopped (SIGINT/SIGTERM)",
+        description="Load, validate and run the flow files; stop cleanly on SIGINT or SIGTERM (a second "
+        "signal stops at once).",
+    )
+    run.add_argument("flows", nargs="+", metavar="FLOW.json", help="flow files (one flow together)")
+    run.add_argument("--drain-timeout", type=_positive_float, default=5.0, metavar="S",
+                     help="on stop, seconds to let messages in flight finish (default: 5)")
+    run.add_argument("--close-timeout", type=_positive_float, default=5.0, metavar="S",
+                     help="on stop, seconds each node may take to close (default: 5)")
+    run.set_defaults(module="evflow.runtime.commands.run")
+
+    validate = commands.add_parser(
+        "validate", help="check flow files without running them (exit 0 valid, 1 not)",
+        description="Report every problem of the flow files at once, each with file, node id and JSON path.",
+    )
+    validate.add_argument("flows", nargs="+", metavar="FLOW.json")
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.set_defaults(module="evflow.runtime.commands.validate")
+
+    nodes = commands.add_parser("nodes", help="list the node types: built-in and installed plugins")
+    nodes.add_argument("--format", choices=["text", "json"], default="text")
+    nodes.set_defaults(module="evflow.runtime.commands.nodes")
+
     demo = commands.add_parser(
         "demo",
         help="run everything locally: a private broker, the EVerest simulator with a fresh PKI, a client",

@@ -6,7 +6,8 @@ Wire rules, decided here once for every attrs value that crosses a boundary:
   (cattrs' defaults call ``int(x)``/``str(x)``, which would turn ``true`` into ``1``.)
 * Enums by value, with the allowed values in the error.
 * Optional fields are omitted when unset, never sent as ``null``; ``null`` is read as unset.
-* Unknown keys are ignored: every object of the EVerest APIs allows additional properties.
+* Unknown keys are ignored in EVerest's values (every object of its APIs allows additional
+  properties) and refused in configuration (a typo in a flow file is reported, not ignored).
 * Arrays must be JSON arrays (a string is not a sequence of characters).
 * Every problem becomes a :class:`CodecError` listing each one as ``"<what> @ $.json.path"``.
 
@@ -146,11 +147,23 @@ def _array_hook_factory(tp: Any, conv: cattrs.Converter) -> Callable[[Any, type]
     return structure_array
 
 
+def is_wire_model(cls: type) -> bool:
+    """Values of the EVerest APIs (``evflow.runtime.models``): their objects allow additional
+    properties, so unknown keys are ignored. Everything else structured here is configuration
+    written by people (flow files), where an unknown key is a typo to report."""
+    return cls.__module__.startswith(_WIRE_MODELS)
+
+
+_WIRE_MODELS = __name__.rpartition(".")[0] + ".models."
+
+
 def _not_a_mapping_guard(conv: cattrs.Converter) -> Callable[[type], Callable[[Any, type], Any]]:
     """attrs classes come from JSON objects only; say so instead of failing inside cattrs."""
 
     def factory(cls: type) -> Callable[[Any, type], Any]:
-        generated = cattrs.gen.make_dict_structure_fn(cls, conv)
+        generated = cattrs.gen.make_dict_structure_fn(
+            cls, conv, _cattrs_forbid_extra_keys=not is_wire_model(cls)
+        )
 
         def structure_object(value: Any, _: type) -> Any:
             if type(value) is not dict:

@@ -651,6 +651,18 @@ class MqttClient:
             self._write_wanted.set()
         return info.mid
 
+    def publish_tracked(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> OneShot[None]:
+        """Hand a message over and return what completes when it is done: at once for QoS 0, on its
+        PUBACK for QoS 1 (or fails with :class:`NotConnected`). Lets a sender keep a window of
+        acknowledgements open, in order, instead of waiting for each."""
+        mid = self.publish_nowait(topic, payload, qos, retain)
+        done: OneShot[None] = OneShot()
+        if qos == 0:
+            done.set(None)
+        else:
+            self._acks[mid] = done
+        return done
+
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish; with QoS 1, return only once the broker acknowledged it (PUBACK)."""
         mid = self.publish_nowait(topic, payload, qos, retain)

@@ -1,0 +1,69 @@
+"""``heartbeat``: EVerest's heartbeat ids, and what they say about EVerest's liveness."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from evflow.runtime.client import ApiClient, HeartbeatSubscription
+from evflow.runtime.errors import InvalidPayload
+from evflow.runtime.message import new_message
+from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
+
+
+@attrs.frozen(kw_only=True)
+class HeartbeatConfig:
+    # id of an everest-api node
+    api: str = ref("everest-api")
+    # seconds without a heartbeat before port 1 reports "lost" (EVerest beats every second by default)
+    timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+
+
+class Heartbeat(Node[HeartbeatConfig]):
+    """Port 0: each heartbeat id (an integer) as it arrives. Port 1: liveness events, as
+    ``{"event": "lost"}`` when none came within ``timeout`` seconds, ``{"event": "restored"}`` on the
+    next one, ``{"event": "gap", "missed": n}`` when ids were skipped and ``{"event": "restarted"}``
+    when the counter went back (EVerest restarted). The u64 wrap to 0 is not a gap."""
+
+    type = "heartbeat"
+    Config = HeartbeatConfig
+    is_source = True
+    has_input = False
+
+    @classmethod
+    def outputs(cls, config: HeartbeatConfig) -> int:
+        return 2
+
+    async def start(self) -> None:
+        client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
+        self.topic = client.topics.e2m("heartbeat")
+        self.beats: HeartbeatSubscription = await client.heartbeats()
+
+    async def run(self) -> None:
+        send = self.context.send
+        topic = self.topic
+        sequence = HeartbeatSequence()
+        liveness = Liveness(self.config.timeout)
+        liveness.start(trio.current_time())
+        receive = self.beats.receive
+        while True:
+            deadline = liveness.deadline
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                try:
+                    beat = await receive()
+                except InvalidPayload as exc:
+                    await self.context.error(exc)
+                    continue
+                if liveness.beat(trio.current_time()) is LivenessEvent.RESTORED:
+                    await send(new_message({"event": "restored", "beat": beat}, topic), 1)
+                event = sequence.observe(beat)
+                if event.kind is BeatKind.GAP:
+                    await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
+                                            "previous": event.previous}, topic), 1)
+                elif event.kind is BeatKind.RESTARTED:
+                    await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
+                await send(new_message(beat, topic), 0)
+                continue
+            if liveness.check(trio.current_time()) is LivenessEvent.LOST:
+                await send(new_message({"event": "lost", "timeout": self.config.timeout}, topic), 1)

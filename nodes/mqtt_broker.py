@@ -1,0 +1,82 @@
+"""``mqtt-broker``: one shared MQTT connection, referenced by id from other nodes."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+
+from evflow.runtime.broker import BrokerConfig, BrokerUrlError, make_tls_context, parse_broker_url
+from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, secret
+from evflow.runtime.transport import MqttClient
+
+
+def _url(value: str) -> str:
+    parse_broker_url(value)  # raises BrokerUrlError (a ValueError) with the reason
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class MqttBrokerConfig:
+    # mqtt://host:port, mqtts://host:port (TLS) or unix:///path/to/socket
+    broker: str = attrs.field(validator=lambda _i, _a, v: _url(v))
+    # Default: a unique id per connection (brokers drop or mute a second client with the same id).
+    client_id: str | None = None
+    keepalive: int = attrs.field(default=30, validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(65535)))
+    username: str | None = secret()
+    password: str | None = secret()
+    # TLS (mqtts://): CA file (default: the system's), client certificate and key for mutual TLS.
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    key_password: str | None = secret()
+    check_hostname: bool = True
+    connect_timeout: float = 10.0
+
+
+class MqttBroker(ConfigNode[MqttBrokerConfig]):
+    """A connection to an MQTT broker, shared by every node that names this one."""
+
+    type = "mqtt-broker"
+    Config = MqttBrokerConfig
+
+    @classmethod
+    def check(cls, config: MqttBrokerConfig) -> list[ConfigWarning]:
+        tls_files = config.ca_file or config.cert_file or config.key_file
+        if tls_files and not parse_broker_url(config.broker).tls:
+            raise ValueError("TLS files are set but the broker URL is not mqtts:// @ $.broker")
+        if config.key_file and not config.cert_file:
+            raise ValueError("key_file needs cert_file @ $.cert_file")
+        if config.password is not None and config.username is None:
+            raise ValueError("a password needs a username @ $.username")
+        return []
+
+    def _broker_config(self) -> BrokerConfig:
+        c = self.config
+        options: dict[str, object] = {"keepalive": c.keepalive, "username": c.username, "password": c.password,
+                                      "connect_timeout": c.connect_timeout}
+        if c.client_id:
+            options["client_id"] = c.client_id
+        if parse_broker_url(c.broker).tls:
+            options["tls_context"] = make_tls_context(
+                ca_file=c.ca_file, cert_file=c.cert_file, key_file=c.key_file,
+                key_password=c.key_password, check_hostname=c.check_hostname,
+            )
+        return BrokerConfig.from_url(c.broker, **options)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            config = self._broker_config()
+        except (OSError, ValueError) as exc:  # unreadable TLS files, a wrong key password
+            from evflow.runtime.errors import ConnectError
+
+            raise ConnectError(f"TLS set-up failed: {exc}") from None
+        self.mqtt = MqttClient(config)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.mqtt.run)
+            task_status.started()
+
+    async def close(self) -> None:
+        await self.mqtt.aclose()
+
+
+__all__ = ["MqttBroker", "MqttBrokerConfig", "BrokerUrlError"]

@@ -1,0 +1,86 @@
+"""``mqtt in``: messages from a broker topic (filter), as Node-RED's node of the same name."""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any
+
+import attrs
+
+from evflow.runtime.codec import CodecError, load_json
+from evflow.runtime.message import Message
+from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.protocol.topics import validate_filter
+from evflow.runtime.transport import MqttClient, Overflow, Subscription
+
+
+class Datatype(enum.StrEnum):
+    AUTO = "auto"  # JSON when it parses, else text when it is UTF-8, else bytes
+    JSON = "json"  # JSON, or an error
+    UTF8 = "utf8"  # text, or an error
+    BYTES = "bytes"  # the payload as it came
+
+
+@attrs.frozen(kw_only=True)
+class MqttInConfig:
+    # id of an mqtt-broker node
+    broker: str = ref("mqtt-broker")
+    # topic filter; + and # wildcards allowed
+    topic: str = attrs.field(validator=lambda _i, _a, v: validate_filter(v))
+    qos: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1)))
+    # how to read the payload: "auto", "json", "utf8" or "bytes"
+    datatype: Datatype = Datatype.AUTO
+    # messages buffered between the broker and this node, and what happens when it is full
+    queue_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    overflow: Overflow = Overflow.BLOCK
+
+
+def _auto(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:  # not JSON (or not UTF-8)
+        pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
+class MqttIn(Node[MqttInConfig]):
+    """Subscribes to ``topic``; each message's payload decoded per ``datatype``, ``msg.topic`` the topic it came on."""
+
+    type = "mqtt in"
+    Config = MqttInConfig
+    is_source = True
+    has_input = False
+
+    async def start(self) -> None:
+        mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
+        c = self.config
+        self.subscription: Subscription = await mqtt.subscribe(
+            c.topic, qos=c.qos, max_buffer=c.queue_size, overflow=c.overflow
+        )
+
+    async def run(self) -> None:
+        datatype = self.config.datatype
+        send = self.context.send
+        receive = self.subscription.receive
+        while True:
+            incoming = await receive()
+            data = incoming.payload
+            if datatype is Datatype.BYTES:
+                payload: Any = data
+            elif datatype is Datatype.AUTO:
+                payload = _auto(data)
+            else:
+                try:
+                    payload = load_json(data) if datatype is Datatype.JSON else data.decode("utf-8")
+                except (CodecError, UnicodeDecodeError) as exc:
+                    problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
+                    await self.context.error(f"{problem} (topic {incoming.topic})", Message(data, incoming.topic))
+                    continue
+            await send(Message(payload, incoming.topic), 0)
+
+    async def close(self) -> None:
+        await self.subscription.aclose()

@@ -1,0 +1,72 @@
+"""``mqtt out``: publishes each message's payload, as Node-RED's node of the same name."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import attrs
+
+from evflow.runtime.codec import encode_json
+from evflow.runtime.message import Message
+from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.oneshot import OneShot
+from evflow.runtime.protocol.topics import validate_publish_topic
+from evflow.runtime.transport import MqttClient
+
+
+@attrs.frozen(kw_only=True)
+class MqttOutConfig:
+    # id of an mqtt-broker node
+    broker: str = ref("mqtt-broker")
+    # topic to publish to; when not set, msg.topic
+    topic: str | None = attrs.field(
+        default=None, validator=attrs.validators.optional(lambda _i, _a, v: validate_publish_topic(v))
+    )
+    qos: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1)))
+    retain: bool = False
+    # QoS 1 publishes awaiting their PUBACK at once (in order); the next waits for the oldest
+    window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+
+
+def encode_payload(payload: Any) -> bytes:
+    """bytes as they are, text as UTF-8, anything else (numbers, objects, typed replies) as JSON
+    through the codec, so a reply is forwarded as the JSON EVerest sent."""
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    if payload is None:
+        return b""
+    return encode_json(payload)
+
+
+class MqttOut(Node[MqttOutConfig]):
+    """Publishes ``msg.payload`` to ``topic`` (or ``msg.topic``)."""
+
+    type = "mqtt out"
+    Config = MqttOutConfig
+
+    @classmethod
+    def outputs(cls, config: MqttOutConfig) -> int:
+        return 0
+
+    async def start(self) -> None:
+        self.mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
+        self._unacknowledged: collections.deque[OneShot[None]] = collections.deque()
+
+    async def receive(self, msg: Message) -> None:
+        config = self.config
+        topic = config.topic or msg.topic
+        if not config.topic:
+            validate_publish_topic(topic)  # raises TopicError, routed as this message's failure
+        done = self.mqtt.publish_tracked(topic, encode_payload(msg.payload), config.qos, config.retain)
+        if config.qos:
+            pending = self._unacknowledged
+            pending.append(done)
+            if len(pending) >= config.window:
+                await pending.popleft().wait()
+
+    async def close(self) -> None:
+        while self._unacknowledged:  # what was sent is acknowledged before the broker closes
+            await self._unacknowledged.popleft().wait()

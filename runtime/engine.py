@@ -1,0 +1,301 @@
+"""The flow engine: runs a checked :class:`FlowPlan` in a trio nursery it owns.
+
+Each node with input is one or more worker tasks reading a bounded memory channel; a wire is a send
+on the target's channel, so a slow node holds back its senders instead of growing a queue. Messages
+are frozen, so fan-out hands the same object to every target.
+
+Start and stop are phases with barriers between them (Node-RED's stop has none):
+
+* start: config nodes serve (in dependency order) → every node's ``start`` → sources run;
+* stop: sources cancelled → messages in flight drain (``drain_timeout``) → every node's ``close``
+  (``close_timeout``) → config nodes close, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from .errors import EvflowError
+from .message import Message, NodeError, new_message
+from .nodeapi import ConfigNode, ErrorScope, Node
+from .validate import FlowPlan, PlannedNode
+
+__all__ = ["FlowEngine", "FlowStartError"]
+
+log = logging.getLogger("evflow.engine")
+
+# Errors caused while handling an error message, in a row, before the engine stops routing them.
+MAX_ERROR_DEPTH = 10
+
+
+class FlowStartError(EvflowError):
+    """A node could not start; the flow does not run."""
+
+
+class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['node']}] {msg}", kwargs  # type: ignore[index]
+
+
+@attrs.define(eq=False)
+class _Host:
+    """A node's :class:`NodeContext`: its identity and its wires."""
+
+    engine: FlowEngine
+    plan: PlannedNode
+    node_id: str
+    node_type: str
+    name: str
+    tab: str
+    log: Any
+    outputs: list[list[trio.MemorySendChannel[Message]]] = attrs.field(factory=list)
+    instance: Any = None
+    inbox: trio.MemorySendChannel[Message] | None = None
+    inbox_out: trio.MemoryReceiveChannel[Message] | None = None
+    last_status: str = ""
+
+    async def send(self, msg: Message, port: int = 0) -> None:
+        targets = self.outputs[port]
+        engine = self.engine
+        for target in targets:
+            engine._in_flight += 1
+            await target.send(msg)
+
+    async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
+        await self.engine._route_error(self, error, msg)
+
+    def status(self, text: str) -> None:
+        self.last_status = text
+        self.log.debug("status: %s", text)
+
+    def config_node(self, node_id: str) -> ConfigNode[Any]:
+        return self.engine._hosts[node_id].instance
+
+
+class FlowEngine:
+    def __init__(
+        self,
+        plan: FlowPlan,
+        *,
+        queue_size: int = 64,
+        drain_timeout: float = 5.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.plan = plan
+        self.queue_size = queue_size
+        self.drain_timeout = drain_timeout
+        self.close_timeout = close_timeout
+        self.errors_logged = 0
+        self._in_flight = 0
+        self._draining = False
+        self._drained = trio.Event()
+        self._stop = trio.Event()
+        # Set when run() has gone through every shutdown phase.
+        self.stopped = trio.Event()
+        self._hosts: dict[str, _Host] = {}
+        self._catchers: list[tuple[_Host, ErrorScope]] = []
+        for planned in plan.nodes:
+            logger = logging.getLogger(f"evflow.node.{planned.type}")
+            self._hosts[planned.id] = _Host(
+                self, planned, planned.id, planned.type, planned.name, planned.tab,
+                _NodeLog(logger, {"node": planned.name or planned.id}),
+            )
+
+    # ---- control ---------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin the shutdown phases (idempotent; safe from any trio task)."""
+        self._stop.set()
+
+    def host(self, node_id: str) -> _Host:
+        return self._hosts[node_id]
+
+    def node(self, node_id: str) -> Any:
+        """The running instance of a node (for tests and tools)."""
+        return self._hosts[node_id].instance
+
+    # ---- run -------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[FlowEngine] = trio.TASK_STATUS_IGNORED) -> None:
+        config_hosts = _in_dependency_order([h for h in self._hosts.values() if h.plan.is_config], self._hosts)
+        node_hosts = [h for h in self._hosts.values() if not h.plan.is_config]
+        self._wire(node_hosts)
+        async with trio.open_nursery() as services:
+            for host in config_hosts:
+                host.instance = host.plan.node_class(host, host.plan.config)
+                await _start_service(services, host)
+            for host in node_hosts:
+                host.instance = host.plan.node_class(host, host.plan.config)
+                scope = host.plan.node_class.error_scope(host.plan.config)
+                if scope is not None:
+                    self._catchers.append((host, scope))
+            async with trio.open_nursery() as workers:
+                for host in node_hosts:
+                    if host.inbox_out is not None:
+                        for _ in range(max(1, host.plan.node_class.concurrency_of(host.plan.config))):
+                            workers.start_soon(self._work, host, host.inbox_out.clone())
+                await _start_all(node_hosts)
+                async with trio.open_nursery() as sources:
+                    for host in node_hosts:
+                        if host.plan.node_class.is_source:
+                            sources.start_soon(self._run_source, host)
+                    log.info("flow running: %d nodes", len(self._hosts))
+                    task_status.started(self)
+                    await self._stop.wait()
+                    log.info("stopping: sources")
+                    sources.cancel_scope.cancel()
+                await self._drain()
+                await self._close_all(node_hosts, "node")
+                workers.cancel_scope.cancel()
+            await self._close_all(list(reversed(config_hosts)), "config node")
+            services.cancel_scope.cancel()
+        log.info("flow stopped")
+        self.stopped.set()
+
+    def _wire(self, node_hosts: Iterable[_Host]) -> None:
+        for host in node_hosts:
+            if host.plan.node_class.has_input:
+                host.inbox, host.inbox_out = trio.open_memory_channel[Message](self.queue_size)
+        for host in node_hosts:
+            host.outputs = [
+                [self._hosts[target].inbox for target in port if self._hosts[target].inbox is not None]  # type: ignore[misc]
+                for port in host.plan.wires
+            ]
+
+    async def _work(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
+        node: Node[Any] = host.instance
+        async with inbox:
+            async for msg in inbox:
+                try:
+                    await node.receive(msg)
+                except Exception as exc:  # one bad message never stops the flow: route it
+                    await self._route_error(host, exc, msg)
+                finally:
+                    self._done_one()
+
+    def _done_one(self) -> None:
+        self._in_flight -= 1
+        if self._draining and self._in_flight == 0:
+            self._drained.set()
+
+    async def _run_source(self, host: _Host) -> None:
+        try:
+            await host.instance.run()
+        except Exception as exc:
+            await self._route_error(host, exc, None)
+            host.log.error("source stopped: %s", exc)
+
+    async def _drain(self) -> None:
+        self._draining = True
+        if self._in_flight == 0:
+            return
+        log.info("stopping: draining %d message(s) in flight", self._in_flight)
+        with trio.move_on_after(self.drain_timeout):
+            await self._drained.wait()
+            return
+        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight, self.drain_timeout)
+
+    async def _close_all(self, hosts: list[_Host], what: str) -> None:
+        async def close(host: _Host) -> None:
+            with trio.move_on_after(self.close_timeout) as scope:
+                try:
+                    await host.instance.close()
+                except Exception as exc:
+                    host.log.error("%s failed to close: %s", what, exc)
+            if scope.cancelled_caught:
+                host.log.error("%s did not close within %g s", what, self.close_timeout)
+
+        async with trio.open_nursery() as closing:
+            for host in hosts:
+                if host.instance is not None:
+                    closing.start_soon(close, host)
+
+    # ---- errors ----------------------------------------------------------------------------------
+
+    async def _route_error(self, host: _Host, error: BaseException | str, msg: Message | None) -> None:
+        previous = msg.error.count if msg is not None and msg.error is not None else 0
+        text = error if isinstance(error, str) else (str(error) or type(error).__name__)
+        node_error = NodeError(
+            message=text,
+            source_id=host.node_id,
+            source_type=host.node_type,
+            source_name=host.name,
+            kind="" if isinstance(error, str) else type(error).__name__,
+            count=previous + 1,
+        )
+        if node_error.count > MAX_ERROR_DEPTH:
+            host.log.error("error loop: dropped a message after %d errors in a row: %s", previous, text)
+            return
+        failed = (msg if msg is not None else new_message(None)).with_error(node_error)
+        port = host.plan.node_class.error_port
+        if port is not None and port < len(host.outputs) and host.outputs[port]:
+            await host.send(failed, port)
+            return
+        catchers = self._catchers_of(host)
+        if catchers:
+            for catcher in catchers:
+                assert catcher.inbox is not None
+                self._in_flight += 1
+                await catcher.inbox.send(failed)
+            return
+        self.errors_logged += 1
+        host.log.error("%s", text)
+
+    def _catchers_of(self, host: _Host) -> list[_Host]:
+        scoped = [
+            (catcher, scope)
+            for catcher, scope in self._catchers
+            if catcher is not host
+            and (scope.node_ids is not None and host.node_id in scope.node_ids
+                 or scope.node_ids is None and catcher.tab == host.tab)
+        ]
+        regular = [catcher for catcher, scope in scoped if not scope.uncaught]
+        return regular or [catcher for catcher, scope in scoped if scope.uncaught]
+
+
+async def _start_service(nursery: trio.Nursery, host: _Host) -> None:
+    try:
+        await nursery.start(host.instance.serve)
+    except EvflowError as exc:
+        raise FlowStartError(f"{host.node_type} {host.node_id!r} did not start: {exc}") from None
+
+
+async def _start_all(hosts: list[_Host]) -> None:
+    failures: list[str] = []
+
+    async def start(host: _Host) -> None:
+        try:
+            await host.instance.start()
+        except EvflowError as exc:
+            failures.append(f"{host.node_type} {host.node_id!r} did not start: {exc}")
+
+    async with trio.open_nursery() as starting:
+        for host in hosts:
+            starting.start_soon(start, host)
+    if failures:
+        raise FlowStartError("; ".join(failures))
+
+
+def _in_dependency_order(hosts: list[_Host], all_hosts: dict[str, _Host]) -> list[_Host]:
+    """Config nodes ordered so that each comes after the config nodes it refers to."""
+    ordered: list[_Host] = []
+    seen: set[str] = set()
+
+    def visit(host: _Host) -> None:
+        if host.node_id in seen:
+            return
+        seen.add(host.node_id)
+        for reference in host.plan.references():
+            target = all_hosts.get(reference)
+            if target is not None and target.plan.is_config:
+                visit(target)
+        ordered.append(host)
+
+    for host in hosts:
+        visit(host)
+    return ordered

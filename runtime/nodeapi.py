@@ -1,0 +1,203 @@
+"""The public API for writing node types: built-in nodes use exactly this, and so do plugins.
+
+A node type is a class with a ``type`` name, an attrs ``Config`` class (its properties in the flow
+file) and a few coroutines the engine calls::
+
+    @attrs.frozen(kw_only=True)
+    class DoubleConfig:
+        factor: int = 2
+
+    class Double(Node[DoubleConfig]):
+        '''Multiplies a numeric payload.'''
+
+        type = "double"
+        Config = DoubleConfig
+
+        async def receive(self, msg: Message) -> None:
+            await self.send(msg.with_payload(msg.payload * self.config.factor))
+
+Lifecycle, each step a barrier for all nodes of a flow:
+
+1. config nodes :meth:`ConfigNode.serve` (connect to a broker…) in dependency order;
+2. every node :meth:`Node.start` (subscribe…): the flow is *ready* when all returned;
+3. sources :meth:`Node.run` (inject, heartbeat, mqtt in) start only then, and messages flow
+   through :meth:`Node.receive`;
+4. on shutdown: sources are cancelled, messages in flight drain, :meth:`Node.close` runs (the
+   keepalive node says goodbye here), then config nodes close.
+
+An exception raised by ``receive`` is routed by the engine (error port, else ``catch`` nodes of the
+tab, else the log) and the node goes on with its next message.
+
+Register a plugin's node types through the entry-point group ``evflow.nodes``
+(``my-node = "my_package.module:MyNode"``); set ``api_version`` to :data:`API_VERSION`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import attrs
+import trio
+
+from .message import Message, NodeError, new_message
+
+__all__ = [
+    "API_VERSION",
+    "ConfigNode",
+    "Message",
+    "Node",
+    "NodeContext",
+    "NodeError",
+    "ConfigWarning",
+    "ErrorScope",
+    "new_message",
+    "ref",
+    "secret",
+]
+
+# The version of this API. A node type declaring another is refused with a clear message.
+API_VERSION = 1
+
+ConfigT = TypeVar("ConfigT")
+
+
+def ref(kind: str, **field_options: Any) -> Any:
+    """A config field naming another node (by id) that must exist and be of type ``kind``."""
+    metadata = {**field_options.pop("metadata", {}), "evflow_ref": kind}
+    return attrs.field(metadata=metadata, **field_options)
+
+
+def secret(**field_options: Any) -> Any:
+    """A config field holding a secret: it must come from the environment (``${VAR}``), never
+    literally from the flow file, and it is never logged."""
+    metadata = {**field_options.pop("metadata", {}), "evflow_secret": True}
+    field_options.setdefault("default", None)
+    field_options.setdefault("repr", False)
+    return attrs.field(metadata=metadata, **field_options)
+
+
+@attrs.frozen
+class ErrorScope:
+    """Which failures a node receives as input (Node-RED's ``catch``): those of the nodes listed in
+    ``node_ids``, or of every node on its tab when ``node_ids`` is None; ``uncaught`` only those no
+    other catching node of the tab took."""
+
+    node_ids: frozenset[str] | None = None
+    uncaught: bool = False
+
+
+@attrs.frozen
+class ConfigWarning:
+    """A validation finding that does not stop the flow (e.g. a keepalive slower than EVerest's timeout).
+    ``path`` is the JSON path within the node, e.g. ``$.interval``."""
+
+    path: str
+    message: str
+
+
+class NodeContext(Protocol):
+    """What the engine gives each node: its identity, its wires, and the rest of the flow."""
+
+    node_id: str
+    node_type: str
+    name: str
+    tab: str
+    log: logging.Logger
+
+    async def send(self, msg: Message, port: int = 0) -> None:
+        """Deliver ``msg`` to every node wired to ``port``; waits while a receiver's queue is full."""
+
+    async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
+        """Report a failure on ``msg``: routed like an exception raised by ``receive``."""
+
+    def status(self, text: str) -> None:
+        """The node's current state in a few words (shown by ``evflow run`` at debug level)."""
+
+    def config_node(self, node_id: str) -> ConfigNode[Any]:
+        """The running config node with this id (already validated to exist and be of the right type)."""
+
+
+class Node(Generic[ConfigT]):
+    """Base of a node type. Subclasses set ``type`` and ``Config`` and override what they need."""
+
+    type: ClassVar[str]
+    Config: ClassVar[type[Any]]
+    api_version: ClassVar[int] = API_VERSION
+    # A source brings messages in from outside (inject, heartbeat, mqtt in): its `run` starts only
+    # once the whole flow is ready, and is the first thing stopped on shutdown.
+    is_source: ClassVar[bool] = False
+    # Whether the node takes input (has an input port in the editor's sense).
+    has_input: ClassVar[bool] = True
+    # How many messages the node may work on at once (its `receive` runs in this many tasks).
+    concurrency: ClassVar[int] = 1
+    # The port the engine routes this node's failures to, if it has one (see `error_port_of`).
+    error_port: ClassVar[int | None] = None
+
+    def __init__(self, context: NodeContext, config: ConfigT) -> None:
+        self.context = context
+        self.config = config
+
+    @classmethod
+    def outputs(cls, config: ConfigT) -> int:
+        """Number of output ports for this configuration."""
+        return 1
+
+    @classmethod
+    def check(cls, config: ConfigT) -> list[ConfigWarning]:
+        """Cross-field checks of a valid config: raise ValueError for an error, return warnings."""
+        return []
+
+    @classmethod
+    def concurrency_of(cls, config: ConfigT) -> int:
+        """How many messages this node may work on at once (default: the ``concurrency`` attribute)."""
+        return cls.concurrency
+
+    @classmethod
+    def error_scope(cls, config: ConfigT) -> ErrorScope | None:
+        """For a node that catches failures of others (``catch``): which. None for every other node."""
+        return None
+
+    async def send(self, msg: Message, port: int = 0) -> None:
+        await self.context.send(msg, port)
+
+    async def start(self) -> None:
+        """Get ready (subscribe, check a connection…); the flow starts when every node returned."""
+
+    async def run(self) -> None:
+        """A source's loop (``is_source``); cancelled at shutdown."""
+
+    async def receive(self, msg: Message) -> None:
+        """Handle one input message."""
+        raise NotImplementedError(f"{self.type} takes no input")
+
+    async def close(self) -> None:
+        """Last words at shutdown, after messages in flight drained (bounded by the engine)."""
+
+
+class ConfigNode(Generic[ConfigT]):
+    """Base of a config node type: a shared resource (a broker connection, an API client) that
+    other nodes reference by id. No wires."""
+
+    type: ClassVar[str]
+    Config: ClassVar[type[Any]]
+    api_version: ClassVar[int] = API_VERSION
+
+    def __init__(self, context: NodeContext, config: ConfigT) -> None:
+        self.context = context
+        self.config = config
+
+    @classmethod
+    def check(cls, config: ConfigT) -> list[ConfigWarning]:
+        return []
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Bring the resource up, call ``task_status.started()`` when it is usable, keep it up until
+        cancelled. The default has nothing to keep up."""
+        task_status.started()
+
+    async def close(self) -> None:
+        """Release the resource cleanly (called before ``serve`` is cancelled)."""
+
+
+NodeClass = type[Node[Any]] | type[ConfigNode[Any]]

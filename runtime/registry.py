@@ -1,0 +1,116 @@
+"""Node types by name, from the entry-point group ``evflow.nodes`` (built-ins included).
+
+Listing reads only package metadata; a node type's module is imported when a flow uses it (or when
+``evflow nodes`` describes it). A registry is a value: tests build their own with :meth:`of`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from .nodeapi import API_VERSION, ConfigNode, Node, NodeClass
+
+__all__ = ["ENTRY_POINT_GROUP", "NodeTypeSource", "Registry", "RegistryError"]
+
+ENTRY_POINT_GROUP = "evflow.nodes"
+
+
+class RegistryError(Exception):
+    """A node type that cannot be used; the message says which and why."""
+
+
+@attrs.frozen
+class NodeTypeSource:
+    name: str
+    target: str  # "module:Class"
+    distribution: str  # the installed package providing it
+
+
+@attrs.define
+class Registry:
+    sources: Mapping[str, tuple[NodeTypeSource, ...]]
+    _loaded: dict[str, NodeClass] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_entry_points(cls) -> Registry:
+        found: dict[str, list[NodeTypeSource]] = {}
+        for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            distribution = entry.dist.name if entry.dist is not None else "?"
+            source = NodeTypeSource(entry.name, entry.value, distribution)
+            same = found.setdefault(entry.name, [])
+            if source not in same:  # an editable install can list one distribution twice
+                same.append(source)
+        return cls({name: tuple(sources) for name, sources in found.items()})
+
+    @classmethod
+    def of(cls, *classes: NodeClass) -> Registry:
+        """A registry of exactly these classes (for tests and embedding)."""
+        registry = cls({c.type: (NodeTypeSource(c.type, f"{c.__module__}:{c.__qualname__}", "(given)"),) for c in classes})
+        registry._loaded.update({c.type: c for c in classes})
+        return registry
+
+    def names(self) -> list[str]:
+        return sorted(self.sources)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.sources
+
+    def load(self, name: str) -> NodeClass:
+        loaded = self._loaded.get(name)
+        if loaded is not None:
+            return loaded
+        sources = self.sources.get(name)
+        if not sources:
+            raise RegistryError(f"unknown node type {name!r}: no installed package provides it")
+        if len(sources) > 1:
+            providers = " and ".join(f"{s.distribution} ({s.target})" for s in sources)
+            raise RegistryError(f"node type {name!r} is registered twice: by {providers}")
+        source = sources[0]
+        node_class = _import(source)
+        self._loaded[name] = node_class
+        return node_class
+
+    def load_all(self) -> tuple[dict[str, NodeClass], dict[str, str]]:
+        """Every type that loads, and the error of each that does not."""
+        classes: dict[str, NodeClass] = {}
+        errors: dict[str, str] = {}
+        for name in self.names():
+            try:
+                classes[name] = self.load(name)
+            except RegistryError as exc:
+                errors[name] = str(exc)
+        return classes, errors
+
+
+def _import(source: NodeTypeSource) -> NodeClass:
+    where = f"node type {source.name!r} from {source.distribution} ({source.target})"
+    module_name, _, attribute = source.target.partition(":")
+    try:
+        module: Any = importlib.import_module(module_name)
+        node_class = module
+        for part in attribute.split("."):
+            node_class = getattr(node_class, part)
+    except Exception as exc:  # a broken plugin must not take the registry down with it
+        raise RegistryError(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(node_class, type) and issubclass(node_class, (Node, ConfigNode))):
+        raise RegistryError(f"{where} is not a Node or ConfigNode class")
+    version = getattr(node_class, "api_version", None)
+    if version != API_VERSION:
+        raise RegistryError(
+            f"{where} is written for node API version {version!r}; this evflow provides version {API_VERSION}"
+        )
+    if getattr(node_class, "type", None) != source.name:
+        raise RegistryError(f"{where} declares type {getattr(node_class, 'type', None)!r}, not {source.name!r}")
+    if not attrs.has(getattr(node_class, "Config", None)):
+        raise RegistryError(f"{where} has no attrs Config class")
+    return node_class
+
+
+def is_config_type(node_class: NodeClass) -> bool:
+    return issubclass(node_class, ConfigNode)
+

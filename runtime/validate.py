@@ -1,0 +1,225 @@
+"""From flow-file records to a checked plan, or every problem at once.
+
+Checks: node types known (and loadable), each node's properties against its type's attrs config
+class (through the codec: wrong types, unknown keys, missing fields, with JSON paths), secrets given
+as ``${VAR}`` only, references to config nodes existing and of the right type, wires well-formed and
+pointing at nodes that take input, ids unique, and each type's own cross-field checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .codec import CodecError, structure
+from .flowfile import FlowProblem, NodeRecord, is_env_reference
+from .nodeapi import ConfigNode, Node, NodeClass
+from .registry import Registry, RegistryError
+
+__all__ = ["FlowPlan", "PlannedNode", "plan_flow"]
+
+# Node-RED's structural types: kept for tab scoping, otherwise inert.
+STRUCTURAL_TYPES = frozenset({"tab", "comment", "group"})
+# Keys every node object may carry that are not the node type's properties (Node-RED editor state).
+COMMON_KEYS = frozenset({"id", "type", "name", "z", "d", "wires", "x", "y", "g", "l", "w", "h", "info", "outputs", "inputs"})
+
+
+@attrs.frozen
+class PlannedNode:
+    record: NodeRecord
+    node_class: NodeClass
+    config: Any
+    wires: tuple[tuple[str, ...], ...]
+    tab: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def type(self) -> str:
+        return self.record.type
+
+    @property
+    def is_config(self) -> bool:
+        return issubclass(self.node_class, ConfigNode)
+
+    def references(self) -> list[str]:
+        """Ids of the config nodes this node's config names."""
+        return [
+            getattr(self.config, field.name)
+            for field in attrs.fields(type(self.config))
+            if "evflow_ref" in field.metadata and getattr(self.config, field.name) is not None
+        ]
+
+
+@attrs.frozen
+class FlowPlan:
+    nodes: tuple[PlannedNode, ...]
+    warnings: tuple[FlowProblem, ...]
+    tabs: Mapping[str, str]  # tab id -> label
+
+
+def _split(problem: str, base: str) -> tuple[str, str]:
+    """A codec problem "what @ $.x" as (JSON path within the file, what)."""
+    what, _, path = problem.rpartition(" @ ")
+    return base + path[1:] if path.startswith("$") else base, what or problem
+
+
+def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPlan | None, list[FlowProblem]]:
+    problems: list[FlowProblem] = []
+    warnings: list[FlowProblem] = []
+
+    def problem(record: NodeRecord, message: str, path: str | None = None, severity: str = "error") -> None:
+        found = FlowProblem(record.file, message, record.id, record.type, path or record.path, severity)
+        (warnings if severity == "warning" else problems).append(found)
+
+    by_id: dict[str, NodeRecord] = {}
+    for record in records:
+        first = by_id.get(record.id)
+        if first is not None:
+            problem(record, f"duplicate id: also used by the node at {first.file} {first.path}", f"{record.path}.id")
+        else:
+            by_id[record.id] = record
+
+    tabs = {r.id: str(r.data.get("label", r.id)) for r in records if r.type == "tab"}
+    classes: dict[str, NodeClass] = {}
+    for record in by_id.values():
+        if record.type in STRUCTURAL_TYPES:
+            continue
+        try:
+            classes[record.id] = registry.load(record.type)
+        except RegistryError as exc:
+            problem(record, str(exc), f"{record.path}.type")
+
+    planned: list[PlannedNode] = []
+    for record in by_id.values():
+        node_class = classes.get(record.id)
+        if node_class is None or record.data.get("d") is True:
+            continue
+        config = _config(record, node_class, problem)
+        wires = _wires(record, node_class, config, by_id, classes, problem)
+        tab = record.data.get("z", "")
+        if tab and tabs and tab not in tabs:
+            problem(record, f"tab {tab!r} does not exist", f"{record.path}.z", "warning")
+        name = record.data.get("name") or ""
+        if not isinstance(name, str):
+            problem(record, "name must be a string", f"{record.path}.name")
+            name = ""
+        if config is not None and wires is not None:
+            planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name))
+
+    planned_ids = {p.id: p for p in planned}
+    for node in planned:
+        _check_references(node, by_id, classes, planned_ids, problem)
+
+    if problems:
+        return None, problems + warnings
+    return FlowPlan(tuple(planned), tuple(warnings), tabs), warnings
+
+
+def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
+    config_class = node_class.Config
+    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS}
+    ok = True
+    for field in attrs.fields(config_class):
+        if field.metadata.get("evflow_secret") and field.name in record.raw:
+            if not is_env_reference(record.raw[field.name]):
+                problem(record, "a secret must come from the environment: write \"${NAME}\" (no default), "
+                        "never the secret itself", f"{record.path}.{field.name}")
+                ok = False
+    try:
+        config = structure(properties, config_class, record.path)
+    except CodecError as exc:
+        for line in exc.problems:
+            path, what = _split(line, record.path)
+            problem(record, what, path)
+        return None
+    if not ok:
+        return None
+    try:
+        for warning in node_class.check(config):
+            path = record.path + warning.path[1:] if warning.path.startswith("$") else record.path
+            problem(record, warning.message, path, "warning")
+    except ValueError as exc:
+        path, what = _split(str(exc), record.path)
+        problem(record, what, path)
+        return None
+    return config
+
+
+def _wires(
+    record: NodeRecord,
+    node_class: NodeClass,
+    config: Any,
+    by_id: Mapping[str, NodeRecord],
+    classes: Mapping[str, NodeClass],
+    problem: Any,
+) -> tuple[tuple[str, ...], ...] | None:
+    raw = record.data.get("wires", [])
+    path = f"{record.path}.wires"
+    if issubclass(node_class, ConfigNode):
+        if raw not in ([], None):
+            problem(record, "a config node has no wires", path)
+            return None
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(port, list) for port in raw):
+        problem(record, "wires must be a list with one list of node ids per output port", path)
+        return None
+    outputs = node_class.outputs(config) if config is not None else len(raw)
+    ok = True
+    if len(raw) > outputs:
+        problem(record, f"wires name {len(raw)} output ports but this node has {outputs}", path)
+        ok = False
+    ports: list[tuple[str, ...]] = []
+    for port_index, port in enumerate(raw):
+        targets = []
+        for wire_index, target in enumerate(port):
+            where = f"{path}[{port_index}][{wire_index}]"
+            target_record = by_id.get(target) if isinstance(target, str) else None
+            if target_record is None:
+                problem(record, f"wire to {target!r}, which is not a node of this flow (dangling wire)", where)
+                ok = False
+                continue
+            if target_record.data.get("d") is True:
+                continue  # wires into disabled nodes are dropped, as in Node-RED
+            target_class = classes.get(target)
+            if target_class is None:
+                continue  # the target's own problem is reported already (or it is structural)
+            if issubclass(target_class, ConfigNode) or not target_class.has_input:
+                problem(record, f"wire to {target!r} ({target_record.type}), which takes no input", where)
+                ok = False
+                continue
+            targets.append(target)
+        ports.append(tuple(targets))
+    ports.extend(() for _ in range(outputs - len(ports)))
+    return tuple(ports) if ok else None
+
+
+def _check_references(
+    node: PlannedNode,
+    by_id: Mapping[str, NodeRecord],
+    classes: Mapping[str, NodeClass],
+    planned: Mapping[str, PlannedNode],
+    problem: Any,
+) -> None:
+    for field in attrs.fields(type(node.config)):
+        kind = field.metadata.get("evflow_ref")
+        target = getattr(node.config, field.name) if kind else None
+        if target is None:
+            continue
+        path = f"{node.record.path}.{field.name}"
+        target_record = by_id.get(target)
+        if target_record is None:
+            problem(node.record, f"refers to {target!r}, which is not a node of this flow (expected a {kind})", path)
+        elif target_record.type != kind:
+            problem(node.record, f"refers to {target!r}, which is a {target_record.type}, not a {kind}", path)
+        elif target not in planned:
+            problem(node.record, f"refers to {target!r} ({kind}), which is disabled or invalid", path)
+
+
+def is_node_class(node_class: NodeClass) -> bool:
+    return issubclass(node_class, Node)

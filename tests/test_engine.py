@@ -1,0 +1,242 @@
+"""Engine behaviours with in-process flows (no broker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from evflow.runtime.message import Message
+from evflow.runtime.nodeapi import Node
+
+from .flowkit import running_flow
+
+
+def node(node_id: str, node_type: str, wires: list[list[str]] | None = None, **props: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": node_type, "z": "tab1", "wires": wires or [], **props}
+
+
+async def test_inject_once_fans_out_the_same_message(tmp_path: Path) -> None:
+    flow = [
+        {"id": "tab1", "type": "tab", "label": "main"},
+        node("in", "inject", [["a", "b"]], payload={"x": 1}, topic="t", once=True),
+        node("a", "collect"),
+        node("b", "collect"),
+    ]
+    async with running_flow(tmp_path, flow) as kit:
+        first = await kit.next("a")
+        second = await kit.next("b")
+    assert first is second  # fan-out shares the frozen message, no copy
+    assert (first.payload, first.topic) == ({"x": 1}, "t")
+
+
+# ---- test node types ---------------------------------------------------------------------------
+
+@attrs.frozen
+class NoConfig:
+    pass
+
+
+class Split(Node[NoConfig]):
+    """Even payloads to port 0, odd to port 1."""
+
+    type = "split"
+    Config = NoConfig
+
+    @classmethod
+    def outputs(cls, config: NoConfig) -> int:
+        return 2
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg, msg.payload % 2)
+
+
+class Fail(Node[NoConfig]):
+    """Raises on the payload "bad", passes everything else."""
+
+    type = "fail"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        if msg.payload == "bad":
+            raise ValueError("bad payload")
+        await self.send(msg)
+
+
+class FailWithPort(Fail):
+    type = "fail-port"
+    error_port = 1
+
+    @classmethod
+    def outputs(cls, config: NoConfig) -> int:
+        return 2
+
+
+GATES: dict[str, trio.Event] = {}
+
+
+class Gate(Node[NoConfig]):
+    """Holds every message until the test opens GATES['gate']."""
+
+    type = "gate"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await GATES["gate"].wait()
+        await self.send(msg)
+
+
+class SlowStart(Node[NoConfig]):
+    """Becomes ready only when the test opens GATES['ready']."""
+
+    type = "slow-start"
+    Config = NoConfig
+
+    async def start(self) -> None:
+        await GATES["ready"].wait()
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg)
+
+
+@attrs.frozen
+class BurstConfig:
+    count: int
+
+
+class Burst(Node[BurstConfig]):
+    """Source: `count` messages (payloads 0..count-1) as fast as the wires take them."""
+
+    type = "burst"
+    Config = BurstConfig
+    is_source = True
+    has_input = False
+
+    async def run(self) -> None:
+        for index in range(self.config.count):
+            await self.send(Message(index))
+
+
+TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst)
+
+
+@pytest.fixture(autouse=True)
+def gates() -> None:
+    GATES.clear()
+    GATES["gate"] = trio.Event()
+    GATES["ready"] = trio.Event()
+
+
+def burst(wires: list[str], count: int) -> dict[str, Any]:
+    return node("in", "burst", [wires], count=count)
+
+
+# ---- behaviours --------------------------------------------------------------------------------
+
+async def test_multiple_output_ports(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    flow = [
+        node("in", "inject", [["split"]], payload=3, once=True),
+        node("in2", "inject", [["split"]], payload=4, once=True),
+        node("split", "split", [["even"], ["odd"]]),
+        node("even", "collect"),
+        node("odd", "collect"),
+    ]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        assert (await kit.next("odd")).payload == 3
+        assert (await kit.next("even")).payload == 4
+
+
+async def test_error_goes_to_the_error_port_and_the_flow_goes_on(tmp_path: Path) -> None:
+    flow = [
+        node("bad", "inject", [["f"]], payload="bad", once=True),
+        node("f", "fail-port", [["ok"], ["failed"]]),
+        node("ok", "collect"),
+        node("failed", "collect"),
+        node("good", "inject", [["f"]], payload="good", once=True),
+    ]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        failed = await kit.next("failed")
+        assert (await kit.next("ok")).payload == "good"
+    assert failed.payload == "bad" and failed.error is not None
+    assert (failed.error.message, failed.error.source_id, failed.error.source_type, failed.error.kind) == (
+        "bad payload", "f", "fail-port", "ValueError")
+
+
+async def test_uncaught_error_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    flow = [node("bad", "inject", [["f"]], payload="bad", once=True), node("f", "fail", [["ok"]]),
+            node("good", "inject", [["gate-free"]], payload=1, once=True), node("gate-free", "collect"),
+            node("ok", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        await kit.next("gate-free")
+    assert kit.engine.errors_logged == 1
+    assert "[f] bad payload" in caplog.text
+
+
+async def test_error_loop_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # catch -> fail -> (error) -> catch ...: each round adds one to the message's error count.
+    flow = [
+        node("bad", "inject", [["f"]], payload="bad", once=True),
+        node("f", "fail"),
+        node("c", "catch", [["f", "seen"]]),
+        node("seen", "collect"),
+    ]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        counts = [(await kit.next("seen")).error.count for _ in range(10)]  # type: ignore[union-attr]
+    assert counts == list(range(1, 11))
+    assert "error loop: dropped a message after 10 errors" in caplog.text
+
+
+async def test_bounded_channel_holds_the_sender_back(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    flow = [burst(["gate"], 50), node("gate", "gate", [["out"]]), node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=2) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        inbox = kit.engine.host("gate").inbox
+        assert inbox is not None
+        stats = inbox.statistics()
+        # One message held by the gate, two queued, the source waiting to hand over the fourth.
+        assert (stats.current_buffer_used, stats.tasks_waiting_send) == (2, 1)
+        GATES["gate"].set()
+        payloads = [await kit.next("out") for _ in range(50)]
+    assert [m.payload for m in payloads] == list(range(50))
+
+
+async def test_stop_drains_messages_in_flight(tmp_path: Path) -> None:
+    flow = [burst(["gate"], 5), node("gate", "gate", [["out"]]), node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=10) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        kit.engine.request_stop()
+        GATES["gate"].set()  # stop asked while 5 messages wait at the gate: they still arrive
+        with trio.fail_after(10):
+            await kit.engine.stopped.wait()
+    assert [kit.collected["out"].receive_nowait().payload for _ in range(5)] == list(range(5))
+
+
+async def test_drain_has_a_deadline(tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
+    flow = [burst(["gate"], 3), node("gate", "gate", [["out"]]), node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES, drain_timeout=2.0) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        started = trio.current_time()
+        kit.engine.request_stop()  # the gate never opens
+        await kit.engine.stopped.wait()
+    assert trio.current_time() - started >= 2.0
+    assert "3 message(s) still in flight after 2 s, dropped" in caplog.text
+
+
+async def test_sources_start_only_when_every_node_is_ready(tmp_path: Path) -> None:
+    flow = [node("in", "inject", [["slow"]], payload=1, once=True), node("slow", "slow-start", [["out"]]),
+            node("out", "collect")]
+    engine_ready = trio.Event()
+
+    async def open_later() -> None:
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert not engine_ready.is_set()  # run() has not reported ready: start() is still waiting
+        GATES["ready"].set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(open_later)
+        async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+            engine_ready.set()
+            assert (await kit.next("out")).payload == 1
