@@ -26,7 +26,7 @@ import attrs
 from evflow.runtime.codec import FieldValueError
 from evflow.runtime.message import Message
 
-__all__ = ["MISSING", "ROOTS", "PropertyPath", "check_path", "path_field"]
+__all__ = ["MISSING", "ROOTS", "PropertyPath", "check_path", "path_field", "path_validator"]
 
 ROOTS = frozenset({"payload", "topic", "msg_id", "meta", "error"})
 
@@ -125,10 +125,11 @@ def check_path(field: str, text: str) -> PropertyPath:
         raise FieldValueError(field, str(exc)) from None
 
 
+def path_validator(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    """attrs validator of a field holding a property path."""
+    check_path(attribute.name, value)
+
+
 def path_field(**field_options: Any) -> Any:
     """An attrs field holding a property path, checked when the config is built."""
-
-    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-        check_path(attribute.name, value)
-
-    return attrs.field(validator=validate, **field_options)
+    return attrs.field(validator=path_validator, **field_options)

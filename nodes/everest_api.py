@@ -6,7 +6,7 @@ import attrs
 import trio
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
-from evflow.runtime.nodeapi import ConfigNode, ref
+from evflow.runtime.nodeapi import ConfigNode, field_check, number_range, ref
 from evflow.runtime.protocol.topics import validate_external_prefix, validate_topic_level
 
 from .mqtt_broker import MqttBroker
@@ -17,13 +17,13 @@ class EverestApiConfig:
     # id of an mqtt-broker node
     broker: str = ref("mqtt-broker")
     # the API module's id in EVerest's config file (one topic level)
-    module_id: str = attrs.field(validator=lambda _i, _a, v: validate_topic_level(v, "module_id"))
+    module_id: str = attrs.field(validator=field_check(lambda v: validate_topic_level(v, "module_id")))
     # EVerest's mqtt_external_prefix
-    external_prefix: str = attrs.field(default="", validator=lambda _i, _a, v: validate_external_prefix(v))
+    external_prefix: str = attrs.field(default="", validator=field_check(validate_external_prefix))
     # seconds to wait for a reply (nodes may set their own)
-    request_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    request_timeout: float = attrs.field(default=5.0, validator=number_range(above=0))
     # requests in flight at once over this client (more wait for a slot within their deadline)
-    max_in_flight: int = attrs.field(default=256, validator=attrs.validators.ge(1))
+    max_in_flight: int = attrs.field(default=256, validator=number_range(1))
 
 
 class EverestApi(ConfigNode[EverestApiConfig]):

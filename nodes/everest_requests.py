@@ -26,10 +26,10 @@ from evflow.runtime.models.evse_security import (
     GetLeafCertificateInfoRequest,
     LeafCertificateType,
 )
-from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.nodeapi import Node, number_range, ref
 from evflow.runtime.protocol.api import Operation
 
-_positive = attrs.validators.optional(attrs.validators.gt(0))
+_positive = number_range(above=0)
 
 
 @attrs.frozen(kw_only=True)
@@ -41,7 +41,7 @@ class CaRequestConfig:
     # seconds to wait for the reply (default: the everest-api node's request_timeout)
     timeout: float | None = attrs.field(default=None, validator=_positive)
     # requests this node keeps in flight at once
-    max_in_flight: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    max_in_flight: int = attrs.field(default=32, validator=number_range(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -55,7 +55,7 @@ class LeafRequestConfig:
     # seconds to wait for the reply (default: the everest-api node's request_timeout)
     timeout: float | None = attrs.field(default=None, validator=_positive)
     # requests this node keeps in flight at once
-    max_in_flight: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    max_in_flight: int = attrs.field(default=32, validator=number_range(1))
 
 
 class _EverestRequest(Node[Any]):

@@ -8,7 +8,7 @@ import trio
 from evflow.runtime.client import ApiClient, HeartbeatSubscription
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message
-from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.nodeapi import Node, number_range, ref
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
 
 
@@ -17,7 +17,7 @@ class HeartbeatConfig:
     # id of an everest-api node
     api: str = ref("everest-api")
     # seconds without a heartbeat before port 1 reports "lost" (EVerest beats every second by default)
-    timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    timeout: float = attrs.field(default=5.0, validator=number_range(above=0))
 
 
 class Heartbeat(Node[HeartbeatConfig]):

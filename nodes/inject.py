@@ -8,7 +8,7 @@ import attrs
 import trio
 
 from evflow.runtime.message import new_message
-from evflow.runtime.nodeapi import Node
+from evflow.runtime.nodeapi import Node, number_range
 
 
 @attrs.frozen(kw_only=True)
@@ -19,9 +19,9 @@ class InjectConfig:
     # send once as soon as the flow is ready
     once: bool = False
     # then every `interval` seconds (0: no repetition); drift-free
-    interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    interval: float = attrs.field(default=0.0, validator=number_range(0))
     # at most this many messages in all (None: no limit)
-    repeat: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
+    repeat: int | None = attrs.field(default=None, validator=number_range(1))
 
 
 class Inject(Node[InjectConfig]):

@@ -11,7 +11,7 @@ import trio
 from evflow.runtime.client import ApiClient
 from evflow.runtime.errors import MqttError
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import ConfigWarning, Node, ref
+from evflow.runtime.nodeapi import ConfigWarning, Node, number_range, ref
 from evflow.runtime.ratelimit import RateLimitedLog
 
 
@@ -26,13 +26,13 @@ class KeepaliveConfig:
     # id of an everest-api node
     api: str = ref("everest-api")
     # seconds between checks (drift-free); must be below EVerest's cfg_communication_check_to_s
-    interval: float = attrs.field(default=2.0, validator=attrs.validators.gt(0))
+    interval: float = attrs.field(default=2.0, validator=number_range(above=0))
     # when to send: "timer", "input" (each input message, at most once per interval) or "both"
     mode: KeepaliveMode = KeepaliveMode.TIMER
     # send `false` on a deliberate shutdown: EVerest then stops checking for good (until it restarts)
     stop_check_on_shutdown: bool = True
     # EVerest's cfg_communication_check_to_s, to warn about an interval that is too slow
-    everest_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    everest_timeout: float = attrs.field(default=5.0, validator=number_range(above=0))
 
 
 class Keepalive(Node[KeepaliveConfig]):

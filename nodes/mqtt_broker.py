@@ -6,22 +6,17 @@ import attrs
 import trio
 
 from evflow.runtime.broker import BrokerConfig, BrokerUrlError, make_tls_context, parse_broker_url
-from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, secret
+from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, field_check, number_range, secret
 from evflow.runtime.transport import MqttClient
-
-
-def _url(value: str) -> str:
-    parse_broker_url(value)  # raises BrokerUrlError (a ValueError) with the reason
-    return value
 
 
 @attrs.frozen(kw_only=True)
 class MqttBrokerConfig:
     # mqtt://host:port, mqtts://host:port (TLS) or unix:///path/to/socket
-    broker: str = attrs.field(validator=lambda _i, _a, v: _url(v))
+    broker: str = attrs.field(validator=field_check(parse_broker_url))
     # Default: a unique id per connection (brokers drop or mute a second client with the same id).
     client_id: str | None = None
-    keepalive: int = attrs.field(default=30, validator=attrs.validators.and_(attrs.validators.ge(0), attrs.validators.le(65535)))
+    keepalive: int = attrs.field(default=30, validator=number_range(0, 65535))
     username: str | None = secret()
     password: str | None = secret()
     # TLS (mqtts://): CA file (default: the system's), client certificate and key for mutual TLS.
@@ -30,7 +25,7 @@ class MqttBrokerConfig:
     key_file: str | None = None
     key_password: str | None = secret()
     check_hostname: bool = True
-    connect_timeout: float = 10.0
+    connect_timeout: float = attrs.field(default=10.0, validator=number_range(above=0))
 
 
 class MqttBroker(ConfigNode[MqttBrokerConfig]):

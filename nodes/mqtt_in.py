@@ -10,7 +10,7 @@ import attrs
 
 from evflow.runtime.codec import CodecError, load_json
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.protocol.topics import validate_filter
 from evflow.runtime.transport import MqttClient, Overflow, Subscription
 
@@ -27,12 +27,12 @@ class MqttInConfig:
     # id of an mqtt-broker node
     broker: str = ref("mqtt-broker")
     # topic filter; + and # wildcards allowed
-    topic: str = attrs.field(validator=lambda _i, _a, v: validate_filter(v))
-    qos: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1)))
+    topic: str = attrs.field(validator=field_check(validate_filter))
+    qos: int = attrs.field(default=0, validator=one_of(0, 1))
     # how to read the payload: "auto", "json", "utf8" or "bytes"
     datatype: Datatype = Datatype.AUTO
     # messages buffered between the broker and this node, and what happens when it is full
-    queue_size: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    queue_size: int = attrs.field(default=64, validator=number_range(1))
     overflow: Overflow = Overflow.BLOCK
 
 

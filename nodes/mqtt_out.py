@@ -9,7 +9,7 @@ import attrs
 
 from evflow.runtime.codec import encode_json
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, ref
+from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import validate_publish_topic
 from evflow.runtime.transport import MqttClient
@@ -21,12 +21,12 @@ class MqttOutConfig:
     broker: str = ref("mqtt-broker")
     # topic to publish to; when not set, msg.topic
     topic: str | None = attrs.field(
-        default=None, validator=attrs.validators.optional(lambda _i, _a, v: validate_publish_topic(v))
+        default=None, validator=field_check(lambda v: v is None or validate_publish_topic(v))
     )
-    qos: int = attrs.field(default=0, validator=attrs.validators.in_((0, 1)))
+    qos: int = attrs.field(default=0, validator=one_of(0, 1))
     retain: bool = False
     # QoS 1 publishes awaiting their PUBACK at once (in order); the next waits for the oldest
-    window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    window: int = attrs.field(default=16, validator=number_range(1))
 
 
 def encode_payload(payload: Any) -> bytes:

@@ -24,6 +24,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _u64(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= 2**64 - 1:
+        raise argparse.ArgumentTypeError(f"expected 0..2^64-1, got {text}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def _add_api_target(parser: argparse.ArgumentParser, *, broker_required: bool) -> None:
     parser.add_argument("--broker", required=broker_required, metavar="URL",
                         help="broker URL: mqtt://host:port, mqtts://host:port or unix:///path")
@@ -79,6 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = commands.add_parser("nodes", help="list the node types: built-in and installed plugins")
     nodes.add_argument("--format", choices=["text", "json"], default="text")
     nodes.set_defaults(module="evflow.runtime.commands.nodes")
+
+    simulate = commands.add_parser(
+        "simulate", help="be EVerest's evse_security API module, answering from a certificate directory",
+        description="Serve EVerest's evse_security_consumer API on a broker from a certificate directory laid "
+        "out as EVerest's (ca/v2g/V2G_ROOT_CA.pem, client/cso/, ...), with its heartbeat and communication-check "
+        "watchdog; or, with --init-pki DIR, create such a directory with a complete test PKI.",
+    )
+    _add_api_target(simulate, broker_required=False)
+    simulate.add_argument("--certs", metavar="DIR", help="the certificate directory to serve")
+    simulate.add_argument("--heartbeat-interval-ms", type=int, default=1000, metavar="N",
+                          help="heartbeat period (default 1000; <= 0: none)")
+    simulate.add_argument("--heartbeat-start", type=_u64, default=0, metavar="N",
+                          help="first heartbeat id (to exercise the u64 wrap)")
+    simulate.add_argument("--comm-check-timeout-s", type=float, default=5.0, metavar="N",
+                          help="communication-check timeout (default 5; <= 0: off)")
+    simulate.add_argument("--strict", action="store_true",
+                          help="the document's wire form instead of EVerest's implementation's")
+    faults = simulate.add_argument_group("fault injection")
+    faults.add_argument("--reply-delay-ms", type=int, default=0, metavar="N")
+    faults.add_argument("--drop-ratio", type=_ratio, default=0.0, metavar="R", help="share of requests left unanswered")
+    faults.add_argument("--malformed-ratio", type=_ratio, default=0.0, metavar="R", help="share of replies garbled")
+    faults.add_argument("--heartbeat-pause-after", type=int, default=None, metavar="N")
+    faults.add_argument("--heartbeat-pause-s", type=float, default=0.0, metavar="S")
+    faults.add_argument("--seed", type=int, default=None, help="seed of the random faults (repeatable runs)")
+    pki = simulate.add_argument_group("test PKI")
+    pki.add_argument("--init-pki", metavar="DIR", help="create a test PKI in DIR and exit")
+    pki.add_argument("--expired-leaf", action="store_true")
+    pki.add_argument("--not-yet-valid-leaf", action="store_true")
+    pki.add_argument("--drop-leaf-key", action="store_true")
+    pki.add_argument("--no-key-password", action="store_true", help="leave the leaf keys unencrypted")
+    simulate.set_defaults(module="evflow.runtime.commands.simulate")
 
     demo = commands.add_parser(
         "demo",

@@ -64,7 +64,11 @@ class _Host:
         engine = self.engine
         for target in targets:
             engine._in_flight += 1
-            await target.send(msg)
+            try:
+                await target.send(msg)
+            except BaseException:  # not delivered (cancelled at shutdown): not in flight either
+                engine._in_flight -= 1
+                raise
 
     async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
         await self.engine._route_error(self, error, msg)
@@ -241,7 +245,11 @@ class FlowEngine:
             for catcher in catchers:
                 assert catcher.inbox is not None
                 self._in_flight += 1
-                await catcher.inbox.send(failed)
+                try:
+                    await catcher.inbox.send(failed)
+                except BaseException:
+                    self._in_flight -= 1
+                    raise
             return
         self.errors_logged += 1
         host.log.error("%s", text)

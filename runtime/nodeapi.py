@@ -41,9 +41,14 @@ import attrs
 import trio
 
 from .message import Message, NodeError, new_message
+from .models.validators import FieldValueError, field_check, number_range, one_of
 
 __all__ = [
     "API_VERSION",
+    "FieldValueError",
+    "field_check",
+    "number_range",
+    "one_of",
     "ConfigNode",
     "Message",
     "Node",

@@ -96,6 +96,7 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
             problem(record, str(exc), f"{record.path}.type")
 
     planned: list[PlannedNode] = []
+    configured: list[tuple[NodeRecord, Any]] = []
     for record in by_id.values():
         node_class = classes.get(record.id)
         if node_class is None or record.data.get("d") is True:
@@ -109,12 +110,14 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
         if not isinstance(name, str):
             problem(record, "name must be a string", f"{record.path}.name")
             name = ""
+        if config is not None:
+            configured.append((record, config))
         if config is not None and wires is not None:
             planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name))
 
-    planned_ids = {p.id: p for p in planned}
-    for node in planned:
-        _check_references(node, by_id, classes, planned_ids, problem)
+    planned_ids = {p.id for p in planned}
+    for record, config in configured:
+        _check_references(record, config, by_id, planned_ids, problem)
 
     if problems:
         return None, problems + warnings
@@ -132,7 +135,7 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
                         "never the secret itself", f"{record.path}.{field.name}")
                 ok = False
     try:
-        config = structure(properties, config_class, record.path)
+        config = structure(properties, config_class)
     except CodecError as exc:
         for line in exc.problems:
             path, what = _split(line, record.path)
@@ -200,26 +203,22 @@ def _wires(
 
 
 def _check_references(
-    node: PlannedNode,
+    record: NodeRecord,
+    config: Any,
     by_id: Mapping[str, NodeRecord],
-    classes: Mapping[str, NodeClass],
-    planned: Mapping[str, PlannedNode],
+    planned: set[str],
     problem: Any,
 ) -> None:
-    for field in attrs.fields(type(node.config)):
+    for field in attrs.fields(type(config)):
         kind = field.metadata.get("evflow_ref")
-        target = getattr(node.config, field.name) if kind else None
+        target = getattr(config, field.name) if kind else None
         if target is None:
             continue
-        path = f"{node.record.path}.{field.name}"
+        path = f"{record.path}.{field.name}"
         target_record = by_id.get(target)
         if target_record is None:
-            problem(node.record, f"refers to {target!r}, which is not a node of this flow (expected a {kind})", path)
+            problem(record, f"refers to {target!r}, which is not a node of this flow (expected a {kind})", path)
         elif target_record.type != kind:
-            problem(node.record, f"refers to {target!r}, which is a {target_record.type}, not a {kind}", path)
+            problem(record, f"refers to {target!r}, which is a {target_record.type}, not a {kind}", path)
         elif target not in planned:
-            problem(node.record, f"refers to {target!r} ({kind}), which is disabled or invalid", path)
-
-
-def is_node_class(node_class: NodeClass) -> bool:
-    return issubclass(node_class, Node)
+            problem(record, f"refers to {target!r} ({kind}), which is disabled or invalid", path)

@@ -39,3 +39,40 @@ def int_range(low: int, high: int) -> Validator:
             raise FieldValueError(attribute.name, f"expected an integer in {low}..{high}, got {value}")
 
     return check
+
+
+def field_check(check: Callable[[Any], Any]) -> Validator:
+    """An attrs validator from any function that raises ``ValueError`` for a bad value: the error is
+    reported at the field's own JSON path."""
+
+    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        try:
+            check(value)
+        except ValueError as exc:
+            raise FieldValueError(attribute.name, str(exc)) from None
+
+    return validate
+
+
+def number_range(low: float | None = None, high: float | None = None, *, above: float | None = None) -> Validator:
+    """``low <= value <= high`` (either bound optional), or ``value > above``; ``None`` passes."""
+
+    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is None:
+            return
+        if above is not None and not value > above:
+            raise FieldValueError(attribute.name, f"must be greater than {above:g}, got {value:g}")
+        if low is not None and value < low:
+            raise FieldValueError(attribute.name, f"must be at least {low:g}, got {value:g}")
+        if high is not None and value > high:
+            raise FieldValueError(attribute.name, f"must be at most {high:g}, got {value:g}")
+
+    return validate
+
+
+def one_of(*allowed: Any) -> Validator:
+    def validate(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in allowed:
+            raise FieldValueError(attribute.name, f"expected one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+    return validate

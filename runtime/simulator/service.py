@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import random
 from typing import Any
 
 import attrs
@@ -39,6 +40,23 @@ log = logging.getLogger("evflow.simulator")
 
 
 @attrs.frozen(kw_only=True)
+class Faults:
+    """Misbehaviour on purpose, for tests and demos. Random choices come from ``seed``: repeatable."""
+
+    reply_delay: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # seconds before each reply
+    drop_ratio: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)])
+    malformed_ratio: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.le(1)])
+    # after this many heartbeats, send none for `heartbeat_pause` seconds (once)
+    heartbeat_pause_after: int | None = None
+    heartbeat_pause: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    seed: int | None = None
+
+
+# What a malformed reply looks like: not JSON, not the type asked for, a wrong status.
+MALFORMED_REPLIES = (b"{not json", b'"yes"', b'{"status": "Maybe"}', b"\xff\xfe")
+
+
+@attrs.frozen(kw_only=True)
 class SimulatorOptions:
     module_id: str
     external_prefix: str = ""
@@ -46,6 +64,7 @@ class SimulatorOptions:
     heartbeat_start: int = attrs.field(default=0)
     comm_check_timeout_s: float = 5.0  # <= 0: no watchdog, as in EVerest
     strict: bool = False
+    faults: Faults = attrs.field(factory=lambda: Faults())
 
     @heartbeat_start.validator
     def _u64(self, _attribute: object, value: int) -> None:
@@ -64,6 +83,9 @@ class EvseSecuritySimulator:
         self.requests_served = 0
         self.undecodable = 0
         self._watchdog_changed = trio.Event()
+        self._random = random.Random(options.faults.seed)
+        self.dropped = 0
+        self.malformed = 0
         self._log_undecodable = RateLimitedLog(log)
         self._handlers = {
             IS_CA_CERTIFICATE_INSTALLED.name: self._is_ca_certificate_installed,
@@ -74,6 +96,7 @@ class EvseSecuritySimulator:
     async def run(self, *, task_status: trio.TaskStatus[EvseSecuritySimulator] = trio.TASK_STATUS_IGNORED) -> None:
         requests = await self.mqtt.subscribe(self.topics.all_in(Direction.MODULE_TO_EVEREST), qos=0, max_buffer=256)
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             if self.options.heartbeat_interval_ms > 0:
                 nursery.start_soon(self._heartbeat)
             if self.watchdog.state is not CheckState.OFF:
@@ -89,7 +112,14 @@ class EvseSecuritySimulator:
         beat = self.options.heartbeat_start
         next_at = trio.current_time()
         topic = self.topics.e2m(HEARTBEAT)
+        faults = self.options.faults
+        sent = 0
         while True:
+            if sent == faults.heartbeat_pause_after and faults.heartbeat_pause > 0:
+                log.warning("fault: heartbeat paused for %g s", faults.heartbeat_pause)
+                next_at += faults.heartbeat_pause
+                await trio.sleep_until(next_at)
+            sent += 1
             if self.mqtt.connected:
                 await self.mqtt.publish(topic, dump_json(beat))
             beat = 0 if beat == U64_MAX else beat + 1
@@ -125,7 +155,30 @@ class EvseSecuritySimulator:
         self.requests_served += 1
         if reply_to is None:
             return
-        await handler(self.options.external_prefix + reply_to, payload)
+        reply_topic = self.options.external_prefix + reply_to
+        faults = self.options.faults
+        if faults.drop_ratio and self._random.random() < faults.drop_ratio:
+            self.dropped += 1
+            log.info("fault: no reply to %s", name)
+            return
+        malformed = bool(faults.malformed_ratio) and self._random.random() < faults.malformed_ratio
+        if faults.reply_delay:
+            # Each reply waits on its own: a slow reply does not hold back the requests after it.
+            self._nursery.start_soon(self._reply_later, faults.reply_delay, name, handler, reply_topic, payload, malformed)
+        else:
+            await self._reply(name, handler, reply_topic, payload, malformed)
+
+    async def _reply_later(self, delay: float, *args: Any) -> None:
+        await trio.sleep(delay)
+        await self._reply(*args)
+
+    async def _reply(self, name: str, handler: Any, reply_topic: str, payload: Any, malformed: bool) -> None:
+        if malformed:
+            self.malformed += 1
+            log.info("fault: malformed reply to %s", name)
+            await self.mqtt.publish(reply_topic, self._random.choice(MALFORMED_REPLIES))
+            return
+        await handler(reply_topic, payload)
 
     def _communication_check(self, payload: bytes) -> None:
         try:
