@@ -159,8 +159,14 @@ class ApiClient:
                     self._table.abandon(request)  # no-op when it was answered
         raise RequestTimeout(op.name, deadline)
 
-    async def heartbeats(self, *, max_buffer: int = 64, overflow: Overflow = Overflow.BLOCK) -> HeartbeatSubscription:
-        """Subscribe to EVerest's heartbeat (returns once the broker granted it)."""
+    async def heartbeats(
+        self, *, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST
+    ) -> HeartbeatSubscription:
+        """Subscribe to EVerest's heartbeat (returns once the broker granted it).
+
+        A consumer that falls behind loses the oldest beats (counted): the newest tell the truth
+        about liveness, and a stalled consumer must not hold up the replies on this connection.
+        """
         subscription = await self.mqtt.subscribe(
             self.topics.e2m(HEARTBEAT), qos=0, max_buffer=max_buffer, overflow=overflow
         )

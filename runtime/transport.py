@@ -72,7 +72,9 @@ class MqttMessage(NamedTuple):
 class Overflow(enum.StrEnum):
     """What a subscription does when its consumer falls behind and its buffer is full."""
 
-    BLOCK = "block"  # stop reading from the broker until there is room: nothing lost
+    # Stop reading from the broker until there is room, for at most the connection's block_timeout
+    # (nothing else on the connection is read meanwhile); a longer stall drops the backlog, counted.
+    BLOCK = "block"
     DROP_NEWEST = "drop-newest"  # drop the message that does not fit (counted, logged)
     DROP_OLDEST = "drop-oldest"  # drop the oldest buffered message to make room (counted, logged)
 
@@ -101,6 +103,9 @@ class Subscription:
         self._broker_filter: str | None = None
         self._has_wildcard = "+" in topic_filter or "#" in topic_filter
         self._log_drop = RateLimitedLog(log)
+        # Set when the consumer outlasted block_timeout: drop at once (no more waiting) until it
+        # takes a message again, so one stuck consumer cannot slow the connection to a crawl.
+        self._stalled = False
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={self.qos} overflow={self.overflow}>"
@@ -112,8 +117,9 @@ class Subscription:
             return
         try:
             self._send.send_nowait(message)
+            self._stalled = False
         except trio.WouldBlock:
-            if self.overflow is Overflow.BLOCK:
+            if self.overflow is Overflow.BLOCK and not self._stalled:
                 self._backlog.append(message)
                 self._client._backlogged.append(self)
             elif self.overflow is Overflow.DROP_OLDEST:
@@ -144,6 +150,24 @@ class Subscription:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._backlog.clear()
 
+    def _flush_backlog(self) -> None:
+        """Hand over what fits now; the rest is dropped, counted and logged (the consumer stalled
+        longer than the connection can wait, or the connection ended)."""
+        while self._backlog:
+            try:
+                self._send.send_nowait(self._backlog[0])
+            except trio.WouldBlock:
+                break
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._backlog.clear()
+                return
+            self._backlog.popleft()
+        if self._backlog:
+            self._stalled = True
+        while self._backlog:
+            self._backlog.popleft()
+            self._count_drop()
+
     async def receive(self) -> MqttMessage:
         return await self._receive.receive()
 
@@ -171,8 +195,12 @@ class Subscription:
 
 @attrs.define(eq=False)
 class _BrokerFilter:
+    """A filter subscribed at the broker, shared by the local subscriptions it covers."""
+
     qos: int
     users: int = 0
+    # Completes with the broker's SUBACK; a second subscriber of a pending filter waits on it too.
+    granted: OneShot[None] = attrs.field(factory=OneShot)
 
 
 class _LastError(logging.Handler):
@@ -202,15 +230,19 @@ class MqttClient:
         self._connected_event = trio.Event()
         self._lost_event = trio.Event()
         self._handshake: OneShot[None] | None = None
-        self._acks: dict[int, OneShot[Any]] = {}
+        # SUBACK/UNSUBACK waiters fail when the connection is lost. PUBACK waiters do not: paho
+        # re-sends unacknowledged QoS 1 messages after a reconnect, so they complete then (at least
+        # once); they fail only when the client is closed.
+        self._control_acks: dict[int, OneShot[Any]] = {}
+        self._publish_acks: dict[int, OneShot[None]] = {}
         self._write_wanted = trio.Event()
         self._backlogged: list[Subscription] = []
         # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
         self._exact_routes: dict[str, list[Subscription]] = {}
         self._wildcard_routes: list[Subscription] = []
         self._broker_filters: dict[str, _BrokerFilter] = {}
-        self._in_connect_thread = False
         self._connect_thread_failure: str | None = None
+        self._connect_abandoned = False
         self._log_undeliverable = RateLimitedLog(log)
 
     # ---- paho set-up and callbacks ---------------------------------------------------------------
@@ -262,7 +294,7 @@ class MqttClient:
         detail = self._paho_error.message
         self._paho_error.message = None
         reason_text = detail if detail and reason.is_failure else f"disconnected ({reason})"
-        if self._in_connect_thread:
+        if not trio.lowlevel.in_trio_run():
             # paho wrote CONNECT from connect(), in the worker thread, and the socket failed (a TLS
             # alert, say): no trio object may be touched from there; _open_socket reports it.
             self._connect_thread_failure = reason_text
@@ -273,21 +305,21 @@ class MqttClient:
         # Wake tasks waiting on this socket before paho closes it (trio requires it). During a
         # threaded connect() or paho's __del__, paho closes an old socket that nobody waits on any
         # more, outside trio: nothing to wake then.
-        if not self._in_connect_thread and trio.lowlevel.in_trio_run():
+        if trio.lowlevel.in_trio_run():
             trio.lowlevel.notify_closing(sock)
 
     def _on_subscribe(self, _client: Any, _userdata: Any, mid: int, reasons: Any, _properties: Any) -> None:
-        waiter = self._acks.pop(mid, None)
+        waiter = self._control_acks.pop(mid, None)
         if waiter is not None:
             waiter.set(reasons)
 
     def _on_unsubscribe(self, _client: Any, _userdata: Any, mid: int, _reasons: Any, _properties: Any) -> None:
-        waiter = self._acks.pop(mid, None)
+        waiter = self._control_acks.pop(mid, None)
         if waiter is not None:
             waiter.set(None)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
-        waiter = self._acks.pop(mid, None)
+        waiter = self._publish_acks.pop(mid, None)
         if waiter is not None:
             waiter.set(None)
 
@@ -320,11 +352,12 @@ class MqttClient:
         if not self._connected:
             return
         self._connected = False
-        self._connected_event = trio.Event()
+        if self._connected_event.is_set():  # never replace an event someone still waits on
+            self._connected_event = trio.Event()
         self._lost_event.set()
         self.stats.connection_losses += 1
         error = NotConnected(f"connection to {self.config.address} lost: {reason}")
-        acks, self._acks = self._acks, {}
+        acks, self._control_acks = self._control_acks, {}
         for waiter in acks.values():
             waiter.fail(error)
         if not self._closing:
@@ -356,6 +389,7 @@ class MqttClient:
         are retried with exponential backoff and jitter.
         """
         first_error: ConnectError | None = None
+        started = False
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             try:
@@ -363,10 +397,13 @@ class MqttClient:
             except ConnectError as exc:
                 first_error = exc  # raised below, outside the nursery, so it is not wrapped in a group
             else:
+                started = True
                 task_status.started(self)
                 await self._keep_connected()
         if first_error is not None:
             raise first_error
+        if not started:
+            raise ConnectError(f"closed before the connection to {self.config.address} was up")
 
     async def _keep_connected(self) -> None:
         assert self._nursery is not None
@@ -400,6 +437,9 @@ class MqttClient:
             self._kick_writer()
             with trio.move_on_after(self.config.connect_timeout):
                 await self._session_done.wait()
+        acks, self._publish_acks = self._publish_acks, {}
+        for waiter in acks.values():
+            waiter.fail(NotConnected(f"client of {self.config.address} closed before the broker acknowledged"))
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
@@ -446,6 +486,9 @@ class MqttClient:
         finally:
             self._handshake = None
             self._session_scope = None
+            for subscription in self._backlogged:
+                subscription._flush_backlog()
+            self._backlogged.clear()
             if self._connected:
                 self._lost("session ended")
             self._close_socket()
@@ -456,19 +499,24 @@ class MqttClient:
 
         def connect() -> None:
             self._paho.connect(address.host, address.port or 1883, keepalive=self.config.keepalive)
+            if self._connect_abandoned:  # cancelled meanwhile: nobody will read this socket
+                sock = self._paho.socket()
+                if sock is not None:
+                    sock.close()
 
-        self._in_connect_thread = True
         self._connect_thread_failure = None
+        self._connect_abandoned = False
         try:
             await trio.to_thread.run_sync(connect, abandon_on_cancel=True)
+        except trio.Cancelled:
+            self._connect_abandoned = True
+            raise
         except ssl.SSLCertVerificationError as exc:
             raise ConnectError(f"TLS verification of {address} failed: {exc.verify_message or exc}") from None
         except ssl.SSLError as exc:
             raise ConnectError(f"TLS handshake with {address} failed: {exc.reason or exc}") from None
         except (OSError, ValueError) as exc:
             raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from None
-        finally:
-            self._in_connect_thread = False
         sock = self._paho.socket()
         if sock is None:
             raise ConnectError(f"cannot connect to {address}: {self._connect_thread_failure or 'no socket opened'}")
@@ -491,20 +539,36 @@ class MqttClient:
         quickack = _TCP_QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         try:
             while True:
-                await trio.lowlevel.wait_readable(sock)
+                if is_tls and sock.pending():
+                    await trio.lowlevel.checkpoint()  # decrypted bytes wait in the SSL buffer
+                else:
+                    await trio.lowlevel.wait_readable(sock)
                 for _ in range(_READ_BURST):
                     if paho_client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
                         return
-                    if not _more_to_read(sock, is_tls):
-                        break
+                    if self._backlogged or not _more_to_read(sock, is_tls):
+                        break  # a full subscriber: read no further until it has room
                 if quickack:
                     sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
                 if paho_client.want_write():
                     self._kick_writer()
-                while self._backlogged:
-                    await self._backlogged.pop(0)._drain_backlog()
+                if self._backlogged:
+                    await self._drain_backlogs()
         except (trio.ClosedResourceError, OSError):
             return
+
+    async def _drain_backlogs(self) -> None:
+        """Wait (at most ``block_timeout`` each) for full BLOCK subscribers to take their backlog.
+
+        Nothing else on this connection is read meanwhile (replies, acks, pings), so the wait is
+        bounded: a consumer that stalls longer loses its backlog, counted and logged.
+        """
+        while self._backlogged:
+            subscription = self._backlogged[0]
+            with trio.move_on_after(self.config.block_timeout):
+                await subscription._drain_backlog()
+            subscription._flush_backlog()
+            self._backlogged.pop(0)
 
     async def _write_loop(self, sock: Any) -> None:
         paho_client = self._paho
@@ -558,21 +622,35 @@ class MqttClient:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         subscription = Subscription(self, topic_filter, qos, max_buffer, Overflow(overflow))
-        broker_filter = self._covering_filter(topic_filter, qos)
         # Route before subscribing: retained messages follow the SUBACK in the same read.
         self._add_route(subscription)
-        if broker_filter is None:
-            try:
-                await self._send_subscribe([(topic_filter, qos)])
-            except BaseException:
-                self._remove_route(subscription)
-                raise
-            broker_filter = topic_filter
-            self._broker_filters[broker_filter] = _BrokerFilter(qos)
-        self._broker_filters[broker_filter].users += 1
-        subscription._broker_filter = broker_filter
+        try:
+            covering = self._covering_filter(topic_filter, qos)
+            if covering is None:
+                state = self._broker_filters.get(topic_filter)
+                if state is None:
+                    state = self._broker_filters[topic_filter] = _BrokerFilter(qos)
+                else:  # held at a lower QoS: subscribe again at the higher one
+                    state.qos = qos
+                    state.granted = OneShot()
+                covering = topic_filter
+                state.users += 1
+                subscription._broker_filter = covering
+                try:
+                    await self._send_subscribe([(topic_filter, qos)])
+                except BaseException as exc:
+                    state.granted.fail(exc if isinstance(exc, Exception) else NotConnected("subscription abandoned"))
+                    raise
+                state.granted.set(None)
+            else:
+                state = self._broker_filters[covering]
+                state.users += 1
+                subscription._broker_filter = covering
+                await state.granted.wait()
+        except BaseException:
+            self._release(subscription, send_unsubscribe=True)
+            raise
         return subscription
-
     def _covering_filter(self, topic_filter: str, qos: int) -> str | None:
         if topic_filter in self._broker_filters and self._broker_filters[topic_filter].qos >= qos:
             return topic_filter
@@ -587,7 +665,7 @@ class MqttClient:
         rc, mid = self._paho.subscribe(filters)
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
             raise NotConnected(f"cannot subscribe: {paho.error_string(rc)}")
-        waiter = self._acks[mid] = OneShot()
+        waiter = self._control_acks[mid] = OneShot()
         self._kick_writer()
         reasons = await waiter.wait()
         for (topic_filter, _qos), reason in zip(filters, reasons, strict=False):
@@ -598,22 +676,34 @@ class MqttClient:
         if self._broker_filters:
             await self._send_subscribe([(f, state.qos) for f, state in self._broker_filters.items()])
 
-    async def _unsubscribe(self, subscription: Subscription) -> None:
+    def _release(self, subscription: Subscription, *, send_unsubscribe: bool) -> str | None:
+        """Forget ``subscription``; returns the broker filter to unsubscribe when nobody needs it."""
         self._remove_route(subscription)
-        broker_filter = subscription._broker_filter
-        subscription._broker_filter = None
+        broker_filter, subscription._broker_filter = subscription._broker_filter, None
         if broker_filter is None:
-            return
-        state = self._broker_filters[broker_filter]
+            return None
+        state = self._broker_filters.get(broker_filter)
+        if state is None:
+            return None
         state.users -= 1
         if state.users > 0:
-            return
+            return None
         del self._broker_filters[broker_filter]
         if not self._connected:
-            return  # nothing to undo at the broker: the session is gone, and it is not restored
+            return None  # the session is gone and it is not restored: nothing to undo at the broker
+        if send_unsubscribe:  # without waiting: the caller is failing or being cancelled
+            self._paho.unsubscribe(broker_filter)
+            self._kick_writer()
+            return None
+        return broker_filter
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        broker_filter = self._release(subscription, send_unsubscribe=False)
+        if broker_filter is None:
+            return
         rc, mid = self._paho.unsubscribe(broker_filter)
         if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
-            waiter = self._acks[mid] = OneShot()
+            waiter = self._control_acks[mid] = OneShot()
             self._kick_writer()
             with trio.move_on_after(self.config.connect_timeout), contextlib.suppress(NotConnected):
                 await waiter.wait()
@@ -660,7 +750,7 @@ class MqttClient:
         if qos == 0:
             done.set(None)
         else:
-            self._acks[mid] = done
+            self._publish_acks[mid] = done
         return done
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -669,7 +759,7 @@ class MqttClient:
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return
-        waiter = self._acks[mid] = OneShot()
+        waiter = self._publish_acks[mid] = OneShot()
         await waiter.wait()
 
 
@@ -681,4 +771,6 @@ def _more_to_read(sock: Any, is_tls: bool) -> bool:
         return bool(sock.recv(1, _PEEK_FLAGS))
     except (BlockingIOError, InterruptedError):
         return False
+    except OSError:
+        return True  # let paho's loop_read meet the error and run its disconnect path
 

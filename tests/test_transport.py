@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trio.testing
 import trio
 
 from evflow.runtime.broker import BrokerConfig
@@ -154,3 +155,69 @@ def test_missing_mosquitto_is_a_clear_message(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(mosquitto, "find_mosquitto", lambda name="mosquitto": None)
     with pytest.raises(mosquitto.MosquittoNotInstalled, match=r"mosquitto is not installed .* apt-get install mosquitto"):
         MosquittoBroker(tmp_path).start()
+
+
+async def test_stalled_block_subscriber_loses_its_backlog_counted_and_the_connection_goes_on(
+    broker: MosquittoBroker,
+) -> None:
+    client = MqttClient(BrokerConfig.from_url(broker.url, block_timeout=0.2))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        stalled = await client.subscribe("stall/x", max_buffer=1, overflow=Overflow.BLOCK)
+        other = await client.subscribe("other/x")
+        for i in range(5):
+            await client.publish("stall/x", str(i).encode())
+        await client.publish("other/x", b"still read", qos=1)  # its PUBACK needs the reader too
+        with trio.fail_after(10):
+            assert (await other.receive()).payload == b"still read"
+        assert stalled.dropped >= 1 and client.stats.dropped == stalled.dropped
+        held = [stalled.receive_nowait().payload]
+        # Not stranded: the subscription delivers what comes next.
+        await client.publish("stall/x", b"next", qos=1)
+        with trio.fail_after(10):
+            while (message := await stalled.receive()).payload != b"next":
+                held.append(message.payload)
+        assert held[0] == b"0" and len(held) + stalled.dropped == 5
+        await client.aclose()
+
+
+async def test_shared_broker_subscription_survives_one_of_its_users(mqtt: MqttClient) -> None:
+    # QoS upgrade of a filter already held, and two concurrent subscribes to one filter.
+    first = await mqtt.subscribe("share/a", qos=0)
+    second = await mqtt.subscribe("share/a", qos=1)
+    async with trio.open_nursery() as nursery:
+        results: list[object] = []
+
+        async def subscribe() -> None:
+            results.append(await mqtt.subscribe("share/b"))
+
+        nursery.start_soon(subscribe)
+        nursery.start_soon(subscribe)
+    third, fourth = results
+    await first.aclose()
+    await third.aclose()  # type: ignore[attr-defined]
+    await mqtt.publish("share/a", b"a", qos=1)
+    await mqtt.publish("share/b", b"b", qos=1)
+    with trio.fail_after(10):
+        assert (await second.receive()).payload == b"a"
+        assert (await fourth.receive()).payload == b"b"  # type: ignore[attr-defined]
+
+
+async def test_closed_before_connected_is_a_connect_error() -> None:
+    import socket
+
+    silent = socket.socket()  # accepts TCP, never answers MQTT
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        client = MqttClient(BrokerConfig.from_url(f"mqtt://127.0.0.1:{silent.getsockname()[1]}", connect_timeout=30))
+        async with trio.open_nursery() as nursery:
+            async def close_soon() -> None:
+                await trio.testing.wait_all_tasks_blocked(cushion=0.2)
+                await client.aclose()
+
+            nursery.start_soon(close_soon)
+            with trio.fail_after(10), pytest.raises(ConnectError, match="closed before the connection"):
+                await nursery.start(client.run)
+    finally:
+        silent.close()
