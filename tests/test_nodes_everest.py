@@ -1,0 +1,111 @@
+"""The EVerest and MQTT nodes in running flows, on a real mosquitto with the plain-paho stand-in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from evflow.runtime.models.evse_security import GetCertificateInfoResult, GetCertificateInfoStatus
+from evflow.runtime.mosquitto import MosquittoBroker
+
+from .everest_standin import EverestStandIn
+from .flowkit import running_flow
+
+MODULE = "sec"
+
+
+def base(broker: MosquittoBroker, **api: Any) -> list[dict[str, Any]]:
+    return [
+        {"id": "t", "type": "tab"},
+        {"id": "b", "type": "mqtt-broker", "z": "t", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "z": "t", "broker": "b", "module_id": MODULE, **api},
+    ]
+
+
+def n(node_id: str, node_type: str, wires: list[list[str]] | None = None, **props: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": node_type, "z": "t", "wires": wires or [], **props}
+
+
+async def test_request_parameters_from_payload_and_failures_on_port_1(tmp_path: Path, broker: MosquittoBroker) -> None:
+    flow = base(broker, request_timeout=0.5) + [
+        n("ask-csms", "inject", [["is-ca"]], payload="CSMS", once=True),
+        n("ask-bad", "inject", [["is-ca"]], payload="ROOT", once=True),
+        n("is-ca", "is-ca-certificate-installed", [["ok"], ["failed"]], api="api"),
+        n("ask-leaf", "inject", [["leaf"]], payload={"certificate_type": "V2G", "include_ocsp": False}, once=True),
+        n("leaf", "get-leaf-certificate-info", [["leaf-ok"], ["failed"]], api="api", encoding="PEM"),
+        n("ok", "collect"), n("leaf-ok", "collect"), n("failed", "collect"),
+    ]
+    async with EverestStandIn(broker.host, broker.port, MODULE), running_flow(tmp_path, flow) as kit:
+        ok = await kit.next("ok")
+        leaf = await kit.next("leaf-ok")
+        failed = await kit.next("failed")
+    assert ok.payload is True
+    assert isinstance(leaf.payload, GetCertificateInfoResult) and leaf.payload.status is GetCertificateInfoStatus.Accepted
+    assert failed.payload == "ROOT" and failed.error is not None and failed.error.kind == "InvalidRequest"
+    assert "got 'ROOT' @ $" in failed.error.message
+
+
+async def test_unanswered_request_fails_on_port_1(tmp_path: Path, broker: MosquittoBroker) -> None:
+    flow = base(broker) + [
+        n("go", "inject", [["loc"]], payload=None, once=True),
+        n("loc", "get-verify-location", [["ok"], ["failed"]], api="api", certificate_type="V2G", timeout=0.3),
+        n("ok", "collect"), n("failed", "collect"),
+    ]
+    async with EverestStandIn(broker.host, broker.port, MODULE, answer=False), running_flow(tmp_path, flow) as kit:
+        failed = await kit.next("failed")
+        assert kit.nothing_more("ok")
+    assert failed.error is not None and failed.error.kind == "RequestTimeout"
+    assert failed.error.source_id == "loc"
+
+
+async def test_heartbeat_lost_and_restored(tmp_path: Path, broker: MosquittoBroker) -> None:
+    flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.3),
+                           n("beats", "collect"), n("events", "collect")]
+    async with EverestStandIn(broker.host, broker.port, MODULE) as everest, running_flow(tmp_path, flow) as kit:
+        lost = await kit.next("events")  # nothing within 0.3 s of the start
+        everest.heartbeat(7)
+        restored = await kit.next("events")
+        beat = await kit.next("beats")
+    assert lost.payload == {"event": "lost", "timeout": 0.3}
+    assert restored.payload == {"event": "restored", "beat": 7}
+    assert beat.payload == 7 and beat.topic.endswith(f"/{MODULE}/e2m/heartbeat")
+
+
+async def test_keepalive_on_input_at_most_once_per_interval(tmp_path: Path, broker: MosquittoBroker) -> None:
+    flow = base(broker) + [
+        n("burst", "inject", [["ka", "seen"]], payload=1, once=True, interval=0.01, repeat=20),
+        n("ka", "keepalive", api="api", mode="input", interval=60, stop_check_on_shutdown=False),
+        n("seen", "collect"),
+    ]
+    async with EverestStandIn(broker.host, broker.port, MODULE) as everest:
+        async with running_flow(tmp_path, flow) as kit:
+            for _ in range(20):
+                await kit.next("seen")
+            await trio.testing.wait_all_tasks_blocked()  # the keepalive took its 20 inputs too
+            # A marker on the same connection: whatever the keepalive published arrives before it.
+            await kit.engine.node("api").client.request("is_ca_certificate_installed", "V2G")
+        checks = []
+        with trio.fail_after(10):
+            while not (received := await everest.received.receive()).topic.endswith("is_ca_certificate_installed"):
+                checks.append(received.payload)
+    assert checks == [b"true"]
+
+
+async def test_mqtt_in_decoding_failure_reaches_catch(tmp_path: Path, broker: MosquittoBroker) -> None:
+    flow = base(broker) + [
+        n("in", "mqtt in", [["got"]], broker="b", topic="data/+", datatype="json"),
+        n("got", "collect"),
+        n("c", "catch", [["caught"]]),
+        n("caught", "collect"),
+        n("pub", "inject", [["out"]], payload="not json", topic="data/1", once=True),
+        n("pub2", "inject", [["out"]], payload={"ok": True}, topic="data/2", once=True),
+        n("out", "mqtt out", broker="b", qos=1),
+    ]
+    async with running_flow(tmp_path, flow) as kit:
+        caught = await kit.next("caught")
+        got = await kit.next("got")
+    assert got.payload == {"ok": True} and got.topic == "data/2"
+    assert caught.error is not None and "invalid JSON" in caught.error.message and "data/1" in caught.error.message
