@@ -10,14 +10,14 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import attrs
+
+from .brokerprocess import ManagedProcess, ProcessStartError
 
 __all__ = ["MosquittoError", "MosquittoNotInstalled", "MosquittoBroker", "TlsListener", "find_mosquitto"]
 
@@ -37,9 +37,12 @@ class MosquittoNotInstalled(MosquittoError):
         super().__init__(INSTALL_HINT)
 
 
-def find_mosquitto(name: str = "mosquitto") -> str | None:
-    """The path of a mosquitto program; Debian installs the broker in /usr/sbin, not always on PATH."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"])
+def find_mosquitto(name: str = "mosquitto", *, sbin: bool = True) -> str | None:
+    """The path of a mosquitto program. Debian installs the broker in /usr/sbin, which a user's PATH
+    often lacks: with ``sbin`` those folders are searched after PATH."""
+    search = os.environ.get("PATH", "")
+    if sbin:
+        search = os.pathsep.join([search, "/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin"])
     return shutil.which(name, path=search)
 
 
@@ -69,10 +72,9 @@ class MosquittoBroker:
     tls_port: int = 0
     users: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     extra_config: Sequence[str] = ()
-    process: subprocess.Popen[bytes] | None = None
-    _log_lines: list[str] = attrs.field(factory=list)
-    _ready: threading.Event = attrs.field(factory=threading.Event)
-    _logged: threading.Condition = attrs.field(factory=threading.Condition)
+    # Also look in /usr/sbin and friends when mosquitto is not on PATH.
+    search_sbin: bool = True
+    _process: ManagedProcess | None = None
 
     @property
     def url(self) -> str:
@@ -86,10 +88,6 @@ class MosquittoBroker:
     def unix_url(self) -> str:
         assert self.unix_socket is not None
         return f"unix://{self.unix_socket}"
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self._log_lines)
 
     def _write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -136,66 +134,41 @@ class MosquittoBroker:
         return config
 
     def start(self, timeout: float = 10.0) -> MosquittoBroker:
-        program = find_mosquitto()
+        program = find_mosquitto(sbin=self.search_sbin)
         if program is None:
             raise MosquittoNotInstalled()
         config = self._write_config()
-        self._ready.clear()
-        self.process = subprocess.Popen(
-            [program, "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        threading.Thread(target=self._pump_log, args=(self.process,), daemon=True).start()
-        if not self._ready.wait(timeout) or self.process.poll() is not None:
-            self.stop()
-            raise MosquittoError(f"mosquitto did not start within {timeout:g} s:\n{self.log}")
+        # mosquitto says "mosquitto version X running" once every listener is open.
+        self._process = ManagedProcess([program, "-c", str(config)], " running", "mosquitto")
+        try:
+            self._process.start(timeout)
+        except ProcessStartError as exc:
+            raise MosquittoError(str(exc)) from None
         return self
+
+    @property
+    def log(self) -> str:
+        return self._process.log if self._process is not None else ""
 
     def wait_for_log(self, fragment: str, timeout: float) -> bool:
         """Block until a log line contains ``fragment`` (True), or ``timeout`` passes (False)."""
-        with self._logged:
-            return self._logged.wait_for(lambda: any(fragment in line for line in self._log_lines), timeout)
-
-    def _pump_log(self, process: subprocess.Popen[bytes]) -> None:
-        # Reads until mosquitto exits: the pipe must never fill, or mosquitto would block on it.
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            with self._logged:
-                self._log_lines.append(line)
-                if len(self._log_lines) > 2000:
-                    del self._log_lines[:1000]
-                self._logged.notify_all()
-            if " running" in line:
-                self._ready.set()
-        self._ready.set()  # exited: wake start() so it reports the failure at once
+        return self._process is not None and self._process.wait_for_log(fragment, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            self._process.stop(timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash or power loss would."""
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
+        if self._process is not None:
+            self._process.kill()
 
     def restart(self, timeout: float = 10.0) -> MosquittoBroker:
         self.stop()
         return self.start(timeout)
 
     def __enter__(self) -> MosquittoBroker:
-        return self.start() if self.process is None else self
+        return self.start() if self._process is None or self._process.process is None else self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()

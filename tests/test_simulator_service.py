@@ -116,13 +116,35 @@ async def test_heartbeat_wraps_and_watchdog_reports(
         nursery.cancel_scope.cancel()
 
 
-def test_demo_command_runs_end_to_end(tmp_path: Path) -> None:
-    result = subprocess.run(
+def run_demo(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "evflow.runtime.cli", "demo", "--duration", "2.5"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True, text=True, timeout=90, env=env,
     )
+
+
+def test_demo_command_runs_end_to_end() -> None:
+    result = run_demo()
     assert result.returncode == 0, result.stderr
+    assert "mosquitto at mqtt://127.0.0.1:" in result.stdout
     assert "♥ heartbeat 2" in result.stdout
-    assert "get_leaf_certificate_info(V2G) → Accepted, chain of 3, leaf expires in 364 days" in result.stdout
-    assert "communication_check false (final)" in result.stdout
+    assert "→ get_leaf_certificate_info(V2G, PEM, with OCSP)" in result.stdout
+    assert "← get_leaf_certificate_info: Accepted, chain of 3, leaf expires in 364 days, OCSP data for 3" in result.stdout
+    assert "again (EVerest sends booleans twice)" in result.stdout
+    assert "→ communication_check false" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_falls_back_to_amqtt_without_mosquitto_on_path() -> None:
+    import os
+    import shutil
+
+    path = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    if shutil.which("mosquitto", path=path) is not None:
+        pytest.skip("mosquitto is in /usr/bin or /bin here: cannot take it off PATH")
+    result = run_demo({**os.environ, "PATH": path})
+    assert result.returncode == 0, result.stderr
+    assert "amqtt at mqtt://127.0.0.1:" in result.stdout
+    assert "← get_leaf_certificate_info: Accepted, chain of 3" in result.stdout
+    assert "→ communication_check false" in result.stdout
     assert "Traceback" not in result.stderr

@@ -152,7 +152,7 @@ async def test_clean_disconnect_is_seen_by_the_broker(broker: MosquittoBroker) -
 def test_missing_mosquitto_is_a_clear_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import evflow.runtime.mosquitto as mosquitto
 
-    monkeypatch.setattr(mosquitto, "find_mosquitto", lambda name="mosquitto": None)
+    monkeypatch.setattr(mosquitto, "find_mosquitto", lambda name="mosquitto", sbin=True: None)
     with pytest.raises(mosquitto.MosquittoNotInstalled, match=r"mosquitto is not installed .* apt-get install mosquitto"):
         MosquittoBroker(tmp_path).start()
 

@@ -1,0 +1,1 @@
+"""The example flow files (package data), e.g. demo.json for ``evflow demo``."""
