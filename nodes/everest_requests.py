@@ -26,7 +26,7 @@ from evflow.runtime.models.evse_security import (
     GetLeafCertificateInfoRequest,
     LeafCertificateType,
 )
-from evflow.runtime.nodeapi import Node, number_range, ref
+from evflow.runtime.nodeapi import Node, number_range, one_of, ref
 from evflow.runtime.protocol.api import Operation
 
 _positive = number_range(above=0)
@@ -42,6 +42,8 @@ class CaRequestConfig:
     timeout: float | None = attrs.field(default=None, validator=_positive)
     # requests this node keeps in flight at once
     max_in_flight: int = attrs.field(default=32, validator=number_range(1))
+    # while the broker is away: "fail" at once, or "wait" for it within the timeout
+    when_disconnected: str = attrs.field(default="fail", validator=one_of("fail", "wait"))
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +58,8 @@ class LeafRequestConfig:
     timeout: float | None = attrs.field(default=None, validator=_positive)
     # requests this node keeps in flight at once
     max_in_flight: int = attrs.field(default=32, validator=number_range(1))
+    # while the broker is away: "fail" at once, or "wait" for it within the timeout
+    when_disconnected: str = attrs.field(default="fail", validator=one_of("fail", "wait"))
 
 
 class _EverestRequest(Node[Any]):
@@ -78,7 +82,10 @@ class _EverestRequest(Node[Any]):
 
     async def receive(self, msg: Message) -> None:
         # Failures raise: the engine routes them to port 1 (or catch nodes, or the log).
-        reply = await self.client.request(self.operation, self.request_payload(msg), timeout=self.config.timeout)
+        reply = await self.client.request(
+            self.operation, self.request_payload(msg), timeout=self.config.timeout,
+            wait_for_connection=self.config.when_disconnected == "wait",
+        )
         await self.send(msg.with_payload(reply))
 
 

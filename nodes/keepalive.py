@@ -69,8 +69,13 @@ class Keepalive(Node[KeepaliveConfig]):
         self._last_sent = trio.current_time()
 
     async def run(self) -> None:
-        if self.config.mode is KeepaliveMode.INPUT:
-            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._resume_after_reconnect)
+            if self.config.mode is not KeepaliveMode.INPUT:
+                await self._timer()
+            await trio.sleep_forever()
+
+    async def _timer(self) -> None:
         interval = self.config.interval
         next_at = trio.current_time()
         while True:
@@ -78,6 +83,14 @@ class Keepalive(Node[KeepaliveConfig]):
                 await self._check()
             next_at += interval
             await trio.sleep_until(next_at)
+
+    async def _resume_after_reconnect(self) -> None:
+        """EVerest's timer ran on while the broker was away: check in the moment it is back."""
+        mqtt = self.client.mqtt
+        while True:
+            await mqtt.wait_connection_lost()
+            await mqtt.wait_connected()
+            await self._check()
 
     async def receive(self, msg: Message) -> None:
         if self.config.mode is KeepaliveMode.TIMER:

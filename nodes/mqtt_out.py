@@ -11,7 +11,7 @@ from evflow.runtime.codec import encode_json
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.oneshot import OneShot
-from evflow.runtime.protocol.topics import validate_publish_topic
+from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
 from evflow.runtime.transport import MqttClient
 
 
@@ -23,6 +23,8 @@ class MqttOutConfig:
     topic: str | None = attrs.field(
         default=None, validator=field_check(lambda v: v is None or validate_publish_topic(v))
     )
+    # with no `topic`: the filters msg.topic must match (a flow publishes only where it says it does)
+    allowed_topics: tuple[str, ...] = attrs.field(default=(), validator=field_check(lambda v: [validate_filter(f) for f in v]))
     qos: int = attrs.field(default=0, validator=one_of(0, 1))
     retain: bool = False
     # QoS 1 publishes awaiting their PUBACK at once (in order); the next waits for the oldest
@@ -51,6 +53,14 @@ class MqttOut(Node[MqttOutConfig]):
     def outputs(cls, config: MqttOutConfig) -> int:
         return 0
 
+    @classmethod
+    def check(cls, config: MqttOutConfig) -> list[Any]:
+        if config.topic is None and not config.allowed_topics:
+            raise ValueError("set `topic`, or `allowed_topics` (the filters msg.topic may match) @ $.topic")
+        if config.topic is not None and config.allowed_topics:
+            raise ValueError("`allowed_topics` is for msg.topic: it has no use with a fixed `topic` @ $.allowed_topics")
+        return []
+
     async def start(self) -> None:
         self.mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
         self._unacknowledged: collections.deque[OneShot[None]] = collections.deque()
@@ -60,6 +70,8 @@ class MqttOut(Node[MqttOutConfig]):
         topic = config.topic or msg.topic
         if not config.topic:
             validate_publish_topic(topic)  # raises TopicError, routed as this message's failure
+            if not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
+                raise TopicError(f"msg.topic {topic!r} is not among this node's allowed_topics")
         done = self.mqtt.publish_tracked(topic, encode_payload(msg.payload), config.qos, config.retain)
         if config.qos:
             pending = self._unacknowledged

@@ -110,6 +110,8 @@ class BrokerConfig:
     # Bounds of paho's own outgoing queue (QoS 1 messages waiting for a free in-flight slot).
     max_inflight: int = 20
     max_queued: int = 1000
+    # Larger incoming payloads are dropped (counted, logged): nothing of this API comes near it.
+    max_payload: int = 256 * 1024
     # How long the connection's reader waits for a full BLOCK subscriber before dropping its backlog.
     block_timeout: float = 2.0
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max`, with jitter.

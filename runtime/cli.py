@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         "signal stops at once).",
     )
     run.add_argument("flows", nargs="+", metavar="FLOW.json", help="flow files (one flow together)")
+    run.add_argument("--credentials", metavar="FILE",
+                     help="NAME=value lines for ${NAME} in the flows (secrets: kept out of flow files and logs)")
     run.add_argument("--drain-timeout", type=_positive_float, default=5.0, metavar="S",
                      help="on stop, seconds to let messages in flight finish (default: 5)")
     run.add_argument("--close-timeout", type=_positive_float, default=5.0, metavar="S",
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Report every problem of the flow files at once, each with file, node id and JSON path.",
     )
     validate.add_argument("flows", nargs="+", metavar="FLOW.json")
+    validate.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.set_defaults(module="evflow.runtime.commands.validate")
 

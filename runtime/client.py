@@ -26,6 +26,7 @@ from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
 from .protocol.envelope import encode_request
 from .protocol.requests import DropReason, Dropped, PendingRequest, Reply, RequestStats, RequestTable, reply_prefix_for
 from .protocol.topics import ApiTopics
+from . import redaction
 from .ratelimit import RateLimitedLog
 from .transport import MqttClient, MqttMessage, Overflow, Subscription
 
@@ -117,6 +118,9 @@ class ApiClient:
         if slot is None:
             return
         if isinstance(outcome, Reply):
+            if outcome.request.operation.secrets_of is not None:
+                for secret in outcome.request.operation.secrets_of(outcome.value):
+                    redaction.add(secret)
             slot.set(outcome.value)
         else:
             slot.fail(outcome.error)
@@ -130,13 +134,21 @@ class ApiClient:
                     slot.fail(NotConnected(f"connection lost while waiting for the reply to {request.operation.name}"))
             await self.mqtt.wait_connected()
 
-    async def request(self, operation: Operation[Any, Any] | str, payload: Any, *, timeout: float | None = None) -> Any:
+    async def request(
+        self,
+        operation: Operation[Any, Any] | str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        wait_for_connection: bool = False,
+    ) -> Any:
         """Send one request and return its typed reply.
 
         ``payload`` is the operation's request type or plain JSON data for it. Raises
         :class:`InvalidRequest` (before sending), :class:`NotConnected`, :class:`RequestTimeout`
         (``timeout``, default ``request_timeout``, covers waiting for an in-flight slot too) or
-        :class:`InvalidReply`.
+        :class:`InvalidReply`. While disconnected it fails at once, or with ``wait_for_connection``
+        waits for the connection within the same deadline.
         """
         op = operation if isinstance(operation, Operation) else self.api.operation(operation)
         if not isinstance(payload, op.request_type):
@@ -146,6 +158,8 @@ class ApiClient:
                 raise InvalidRequest(op.name, exc.problems) from None
         deadline = self.request_timeout if timeout is None else timeout
         with trio.move_on_after(deadline):
+            if wait_for_connection and not self.mqtt.connected:
+                await self.mqtt.wait_connected()
             async with self._in_flight:
                 request = self._table.open(op)
                 slot: OneShot[Any] = OneShot()

@@ -20,12 +20,14 @@ from typing import Any
 import attrs
 import trio
 
+from . import redaction
 from .errors import EvflowError
 from .message import Message, NodeError, new_message
 from .nodeapi import ConfigNode, ErrorScope, Node
+from .ratelimit import RateLimitedLog
 from .validate import FlowPlan, PlannedNode
 
-__all__ = ["FlowEngine", "FlowStartError"]
+__all__ = ["FlowEngine", "FlowFailed", "FlowStartError"]
 
 log = logging.getLogger("evflow.engine")
 
@@ -42,6 +44,10 @@ class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{self.extra['node']}] {msg}", kwargs  # type: ignore[index]
 
 
+class FlowFailed(EvflowError):
+    """A source kept failing beyond its restart limit: the flow stops, loudly."""
+
+
 @attrs.define(eq=False)
 class _Host:
     """A node's :class:`NodeContext`: its identity and its wires."""
@@ -53,22 +59,45 @@ class _Host:
     name: str
     tab: str
     log: Any
-    outputs: list[list[trio.MemorySendChannel[Message]]] = attrs.field(factory=list)
+    outputs: list[list[_Host]] = attrs.field(factory=list)
     instance: Any = None
     inbox: trio.MemorySendChannel[Message] | None = None
     inbox_out: trio.MemoryReceiveChannel[Message] | None = None
+    blocking: bool = True  # overflow "block"; else "drop-oldest"/"drop-newest"
+    dropped: int = 0
     last_status: str = ""
+    log_error: Any = None
+    log_drop: Any = None
 
     async def send(self, msg: Message, port: int = 0) -> None:
-        targets = self.outputs[port]
         engine = self.engine
-        for target in targets:
+        for target in self.outputs[port]:
             engine._in_flight += 1
-            try:
-                await target.send(msg)
-            except BaseException:  # not delivered (cancelled at shutdown): not in flight either
-                engine._in_flight -= 1
-                raise
+            if target.blocking:
+                try:
+                    await target.inbox.send(msg)  # type: ignore[union-attr]
+                except BaseException:  # not delivered (cancelled at shutdown): not in flight either
+                    engine._in_flight -= 1
+                    raise
+            else:
+                target._offer(msg)
+        await trio.lowlevel.checkpoint()
+
+    def _offer(self, msg: Message) -> None:
+        """Deliver without waiting, by this node's drop policy (counted and logged, never silent)."""
+        assert self.inbox is not None and self.inbox_out is not None
+        try:
+            self.inbox.send_nowait(msg)
+            return
+        except trio.WouldBlock:
+            pass
+        self.engine._in_flight -= 1  # one message is dropped: this one, or the oldest queued
+        if self.plan.overflow == "drop-oldest":
+            self.inbox_out.receive_nowait()
+            self.inbox.send_nowait(msg)
+        self.dropped += 1
+        self.log_drop("input queue full (%d): dropped a message (%s), %d so far", self.engine.queue_size_of(self),
+                      self.plan.overflow, self.dropped)
 
     async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
         await self.engine._route_error(self, error, msg)
@@ -89,8 +118,14 @@ class FlowEngine:
         queue_size: int = 64,
         drain_timeout: float = 5.0,
         close_timeout: float = 5.0,
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        restart_delay: float = 0.1,
     ) -> None:
         self.plan = plan
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.restart_delay = restart_delay
         self.queue_size = queue_size
         self.drain_timeout = drain_timeout
         self.close_timeout = close_timeout
@@ -104,10 +139,17 @@ class FlowEngine:
         self._hosts: dict[str, _Host] = {}
         self._catchers: list[tuple[_Host, ErrorScope]] = []
         for planned in plan.nodes:
+            for field in attrs.fields(type(planned.config)):
+                value = getattr(planned.config, field.name)
+                if field.metadata.get("evflow_secret") and isinstance(value, str):
+                    redaction.add(value)
             logger = logging.getLogger(f"evflow.node.{planned.type}")
+            node_log = _NodeLog(logger, {"node": planned.name or planned.id})
             self._hosts[planned.id] = _Host(
-                self, planned, planned.id, planned.type, planned.name, planned.tab,
-                _NodeLog(logger, {"node": planned.name or planned.id}),
+                self, planned, planned.id, planned.type, planned.name, planned.tab, node_log,
+                blocking=planned.overflow == "block",
+                log_error=RateLimitedLog(node_log, logging.ERROR),  # type: ignore[arg-type]
+                log_drop=RateLimitedLog(node_log, logging.WARNING),  # type: ignore[arg-type]
             )
 
     # ---- control ---------------------------------------------------------------------------------
@@ -161,13 +203,16 @@ class FlowEngine:
         log.info("flow stopped")
         self.stopped.set()
 
+    def queue_size_of(self, host: _Host) -> int:
+        return host.plan.queue_size or self.queue_size
+
     def _wire(self, node_hosts: Iterable[_Host]) -> None:
         for host in node_hosts:
             if host.plan.node_class.has_input:
-                host.inbox, host.inbox_out = trio.open_memory_channel[Message](self.queue_size)
+                host.inbox, host.inbox_out = trio.open_memory_channel[Message](self.queue_size_of(host))
         for host in node_hosts:
             host.outputs = [
-                [self._hosts[target].inbox for target in port if self._hosts[target].inbox is not None]  # type: ignore[misc]
+                [self._hosts[target] for target in port if self._hosts[target].inbox is not None]
                 for port in host.plan.wires
             ]
 
@@ -188,11 +233,24 @@ class FlowEngine:
             self._drained.set()
 
     async def _run_source(self, host: _Host) -> None:
-        try:
-            await host.instance.run()
-        except Exception as exc:
-            await self._route_error(host, exc, None)
-            host.log.error("source stopped: %s", exc)
+        """Run a source; after a failure, restart it, OTP style: more than ``max_restarts`` failures
+        within ``restart_window`` seconds fail the whole flow with the reason."""
+        failures: list[float] = []
+        while True:
+            try:
+                await host.instance.run()
+                return  # a source that is done (an inject that sent its `repeat`)
+            except Exception as exc:
+                await self._route_error(host, exc, None)
+                now = trio.current_time()
+                failures = [t for t in failures if now - t < self.restart_window] + [now]
+                if len(failures) > self.max_restarts:
+                    raise FlowFailed(
+                        f"{host.node_type} {host.node_id!r} failed {len(failures)} times within "
+                        f"{self.restart_window:g} s; last: {type(exc).__name__}: {exc}"
+                    ) from None
+                host.log.warning("source failed (%s: %s); restarting", type(exc).__name__, exc)
+                await trio.sleep(self.restart_delay)
 
     async def _drain(self) -> None:
         self._draining = True
@@ -243,16 +301,18 @@ class FlowEngine:
         catchers = self._catchers_of(host)
         if catchers:
             for catcher in catchers:
-                assert catcher.inbox is not None
                 self._in_flight += 1
-                try:
-                    await catcher.inbox.send(failed)
-                except BaseException:
-                    self._in_flight -= 1
-                    raise
+                if catcher.blocking:
+                    try:
+                        await catcher.inbox.send(failed)  # type: ignore[union-attr]
+                    except BaseException:
+                        self._in_flight -= 1
+                        raise
+                else:
+                    catcher._offer(failed)
             return
         self.errors_logged += 1
-        host.log.error("%s", text)
+        host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log
 
     def _catchers_of(self, host: _Host) -> list[_Host]:
         scoped = [

@@ -6,12 +6,49 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import logging
+
+from . import redaction
 from .errors import EvflowError
 from .flowfile import FlowProblem, load_flow_files
 from .registry import Registry
 from .validate import FlowPlan, plan_flow
 
-__all__ = ["FlowInvalid", "load_plan"]
+__all__ = ["CredentialsError", "FlowInvalid", "load_credentials", "load_plan"]
+
+
+class CredentialsError(EvflowError):
+    """The credentials file cannot be used; the message names the line (never a value)."""
+
+
+def load_credentials(path: str | Path) -> dict[str, str]:
+    """``NAME=value`` lines (``#`` comments, blank lines) for ``${NAME}`` in flow files.
+
+    Every value is a secret: it is registered so that no log line shows it. The file should be
+    readable by its owner only; a looser mode is reported.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+        mode = file.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CredentialsError(f"cannot read the credentials file {file}: {getattr(exc, 'strerror', None) or exc}") from None
+    credentials: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        name, equals, value = stripped.partition("=")
+        name = name.strip()
+        if not equals or not name.isidentifier():
+            raise CredentialsError(f"{file}:{number}: expected NAME=value")
+        credentials[name] = value.strip()
+        redaction.add(credentials[name])
+    if mode & 0o077:
+        logging.getLogger("evflow.flows").warning(
+            "credentials file %s is readable by others (mode %o): chmod 600 it", file, mode & 0o777
+        )
+    return credentials
 
 
 class FlowInvalid(EvflowError):

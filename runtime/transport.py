@@ -86,6 +86,7 @@ class TransportStats:
     received: int = 0
     dropped: int = 0  # by full DROP_* subscriptions
     undeliverable: int = 0  # topic not valid UTF-8, or matching no subscription
+    oversized: int = 0  # payload above max_payload
     published: int = 0
 
 
@@ -244,6 +245,7 @@ class MqttClient:
         self._connect_thread_failure: str | None = None
         self._connect_abandoned = False
         self._log_undeliverable = RateLimitedLog(log)
+        self._max_payload = config.max_payload
 
     # ---- paho set-up and callbacks ---------------------------------------------------------------
 
@@ -325,6 +327,10 @@ class MqttClient:
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
+        if len(message.payload) > self._max_payload:
+            self.stats.oversized += 1
+            self._log_undeliverable("dropped a %d-byte message (max_payload %d)", len(message.payload), self._max_payload)
+            return
         try:
             topic = message.topic
         except UnicodeDecodeError:

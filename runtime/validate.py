@@ -24,6 +24,9 @@ __all__ = ["FlowPlan", "PlannedNode", "plan_flow"]
 STRUCTURAL_TYPES = frozenset({"tab", "comment", "group"})
 # Keys every node object may carry that are not the node type's properties (Node-RED editor state).
 COMMON_KEYS = frozenset({"id", "type", "name", "z", "d", "wires", "x", "y", "g", "l", "w", "h", "info", "outputs", "inputs"})
+# Keys every node with input may carry, read by the engine: its input queue and what happens when full.
+QUEUE_KEYS = frozenset({"queue_size", "overflow"})
+OVERFLOW_POLICIES = ("block", "drop-oldest", "drop-newest")
 
 
 @attrs.frozen
@@ -34,6 +37,8 @@ class PlannedNode:
     wires: tuple[tuple[str, ...], ...]
     tab: str
     name: str
+    queue_size: int | None = None  # None: the engine's default
+    overflow: str = "block"
 
     @property
     def id(self) -> str:
@@ -112,8 +117,9 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
             name = ""
         if config is not None:
             configured.append((record, config))
-        if config is not None and wires is not None:
-            planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name))
+        queue = _queue_settings(record, node_class, problem)
+        if config is not None and wires is not None and queue is not None:
+            planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name, *queue))
 
     planned_ids = {p.id for p in planned}
     for record, config in configured:
@@ -126,7 +132,7 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
 
 def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
     config_class = node_class.Config
-    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS}
+    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS and k not in QUEUE_KEYS}
     ok = True
     for field in attrs.fields(config_class):
         if field.metadata.get("evflow_secret") and field.name in record.raw:
@@ -152,6 +158,23 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
         problem(record, what, path)
         return None
     return config
+
+
+def _queue_settings(record: NodeRecord, node_class: NodeClass, problem: Any) -> tuple[int | None, str] | None:
+    size = record.data.get("queue_size")
+    overflow = record.data.get("overflow", "block")
+    ok = True
+    if (size is not None or "overflow" in record.data) and (issubclass(node_class, ConfigNode) or not node_class.has_input):
+        problem(record, "queue_size and overflow apply to nodes that take input", f"{record.path}.queue_size")
+        return None
+    if size is not None and (type(size) is not int or not 1 <= size <= 1_000_000):
+        problem(record, f"queue_size must be an integer from 1 to 1000000, got {size!r}", f"{record.path}.queue_size")
+        ok = False
+    if overflow not in OVERFLOW_POLICIES:
+        problem(record, f"overflow must be one of {', '.join(map(repr, OVERFLOW_POLICIES))}, got {overflow!r}",
+                f"{record.path}.overflow")
+        ok = False
+    return (size, overflow) if ok else None
 
 
 def _wires(

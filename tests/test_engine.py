@@ -240,3 +240,59 @@ async def test_sources_start_only_when_every_node_is_ready(tmp_path: Path) -> No
         async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
             engine_ready.set()
             assert (await kit.next("out")).payload == 1
+
+
+class FlakySource(Node[NoConfig]):
+    """A source that fails at once, every time it is started."""
+
+    type = "flaky"
+    Config = NoConfig
+    is_source = True
+    has_input = False
+    starts = 0
+
+    async def run(self) -> None:
+        FlakySource.starts += 1
+        raise RuntimeError(f"broken source, start {FlakySource.starts}")
+
+
+async def test_failing_source_is_restarted_then_fails_the_flow_loudly(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from evflow.runtime.engine import FlowEngine, FlowFailed
+    from evflow.runtime.flows import load_plan
+
+    from .flowkit import registry_with, write_flow
+
+    FlakySource.starts = 0
+    plan = load_plan([write_flow(tmp_path, [node("src", "flaky", [])])], registry=registry_with(FlakySource), env={})
+    engine = FlowEngine(plan, max_restarts=3, restart_window=10)
+    with pytest.raises(BaseExceptionGroup) as failed:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+    (error,) = _leaves(failed.value)
+    assert isinstance(error, FlowFailed)
+    assert str(error) == "flaky 'src' failed 4 times within 10 s; last: RuntimeError: broken source, start 4"
+    assert FlakySource.starts == 4
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+async def test_drop_policies_count_what_they_drop(tmp_path: Path) -> None:
+    flow = [burst(["newest", "oldest"], 10),
+            node("newest", "gate", [["out-n"]], queue_size=2, overflow="drop-newest"),
+            node("oldest", "gate", [["out-o"]], queue_size=2, overflow="drop-oldest"),
+            node("out-n", "collect"), node("out-o", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        GATES["gate"].set()
+        newest = [(await kit.next("out-n")).payload for _ in range(3)]
+        oldest = [(await kit.next("out-o")).payload for _ in range(3)]
+    # Each gate holds the first message; its queue keeps 2: the first two or the last two after it.
+    assert newest == [0, 1, 2] and kit.engine.host("newest").dropped == 7
+    assert oldest == [0, 8, 9] and kit.engine.host("oldest").dropped == 7

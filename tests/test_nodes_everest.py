@@ -102,10 +102,15 @@ async def test_mqtt_in_decoding_failure_reaches_catch(tmp_path: Path, broker: Mo
         n("caught", "collect"),
         n("pub", "inject", [["out"]], payload="not json", topic="data/1", once=True),
         n("pub2", "inject", [["out"]], payload={"ok": True}, topic="data/2", once=True),
-        n("out", "mqtt out", broker="b", qos=1),
+        n("pub3", "inject", [["out"]], payload="x", topic="everest_api/1/evse_security_consumer/sec/m2e/x", once=True),
+        n("out", "mqtt out", broker="b", qos=1, allowed_topics=["data/+"]),
     ]
     async with running_flow(tmp_path, flow) as kit:
-        caught = await kit.next("caught")
+        caught = [await kit.next("caught"), await kit.next("caught")]
         got = await kit.next("got")
+    refused = next(m for m in caught if m.error is not None and m.error.source_id == "out")
+    assert "is not among this node's allowed_topics" in refused.error.message  # type: ignore[union-attr]
+    caught = [m for m in caught if m is not refused]
+    (caught,) = caught
     assert got.payload == {"ok": True} and got.topic == "data/2"
     assert caught.error is not None and "invalid JSON" in caught.error.message and "data/1" in caught.error.message

@@ -15,11 +15,16 @@ IS_CA_CERTIFICATE_INSTALLED = Operation(
     decode_bool_reply,
     doc="Whether a CA certificate of the given type is installed.",
 )
+def _leaf_secrets(result: GetCertificateInfoResult) -> tuple[str, ...]:
+    return (result.info.password,) if result.info is not None and result.info.password else ()
+
+
 GET_LEAF_CERTIFICATE_INFO = Operation(
     "get_leaf_certificate_info",
     GetLeafCertificateInfoRequest,
     object_reply_decoder(GetCertificateInfoResult),
     doc="Paths of a leaf certificate and its key, with optional OCSP hash data.",
+    secrets_of=_leaf_secrets,
 )
 GET_VERIFY_LOCATION = Operation(
     "get_verify_location",

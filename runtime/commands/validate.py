@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from ..flows import FlowInvalid, load_plan
+from ..flows import CredentialsError, FlowInvalid, load_credentials, load_plan
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        plan = load_plan(args.flows)
+        env = {**os.environ, **load_credentials(args.credentials)} if args.credentials else None
+        plan = load_plan(args.flows, env=env)
+    except CredentialsError as exc:
+        print(f"evflow validate: error: {exc}", file=sys.stderr)
+        return 1
     except FlowInvalid as invalid:
         problems = invalid.problems
         valid = False

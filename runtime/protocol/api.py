@@ -6,7 +6,7 @@ table. The envelope, the heartbeat and the communication check are the same for 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -30,6 +30,8 @@ class Operation(Generic[Request, Reply]):
     # bytes of the reply → typed value; raises CodecError when the reply does not decode.
     decode_reply: Callable[[bytes], Reply]
     doc: str = ""
+    # The secrets a reply carries (a key's passphrase): the client keeps them out of every log line.
+    secrets_of: Callable[[Reply], Iterable[str]] | None = None
 
 
 @attrs.frozen
