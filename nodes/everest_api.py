@@ -42,3 +42,6 @@ class EverestApi(ConfigNode[EverestApiConfig]):
         async with trio.open_nursery() as nursery:
             await nursery.start(self.client.run)
             task_status.started()
+
+    def stats(self) -> dict[str, int]:
+        return {f"requests_{k}": v for k, v in attrs.asdict(self.client.stats).items()} if hasattr(self, "client") else {}

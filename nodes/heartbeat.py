@@ -35,7 +35,15 @@ class Heartbeat(Node[HeartbeatConfig]):
     def outputs(cls, config: HeartbeatConfig) -> int:
         return 2
 
+    def stats(self) -> dict[str, int]:
+        if not hasattr(self, "beats"):
+            return {}
+        subscription = self.beats.subscription
+        return {"beats": self.received, "invalid": self.beats.invalid, "dropped": subscription.dropped,
+                "unprocessed_at_stop": subscription.statistics().current_buffer_used}
+
     async def start(self) -> None:
+        self.received = 0
         client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
         self.topic = client.topics.e2m("heartbeat")
         self.beats: HeartbeatSubscription = await client.heartbeats()
@@ -55,6 +63,7 @@ class Heartbeat(Node[HeartbeatConfig]):
                 except InvalidPayload as exc:
                     await self.context.error(exc)
                     continue
+                self.received += 1
                 if liveness.beat(trio.current_time()) is LivenessEvent.RESTORED:
                     await send(new_message({"event": "restored", "beat": beat}, topic), 1)
                 event = sequence.observe(beat)

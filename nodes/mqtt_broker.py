@@ -75,5 +75,8 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
     async def close(self) -> None:
         await self.mqtt.aclose()
 
+    def stats(self) -> dict[str, int]:
+        return attrs.asdict(self.mqtt.stats) if hasattr(self, "mqtt") else {}
+
 
 __all__ = ["MqttBroker", "MqttBrokerConfig", "BrokerUrlError"]

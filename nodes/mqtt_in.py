@@ -55,7 +55,16 @@ class MqttIn(Node[MqttInConfig]):
     is_source = True
     has_input = False
 
+    def stats(self) -> dict[str, int]:
+        if not hasattr(self, "subscription"):
+            return {}
+        return {"received": self.received, "undecodable": self.undecodable, "dropped": self.subscription.dropped,
+                "unprocessed_at_stop": self.unprocessed_at_stop}
+
     async def start(self) -> None:
+        self.received = 0
+        self.undecodable = 0
+        self.unprocessed_at_stop = 0
         mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
         c = self.config
         self.subscription: Subscription = await mqtt.subscribe(
@@ -68,6 +77,7 @@ class MqttIn(Node[MqttInConfig]):
         receive = self.subscription.receive
         while True:
             incoming = await receive()
+            self.received += 1
             data = incoming.payload
             if datatype is Datatype.BYTES:
                 payload: Any = data
@@ -77,10 +87,13 @@ class MqttIn(Node[MqttInConfig]):
                 try:
                     payload = load_json(data) if datatype is Datatype.JSON else data.decode("utf-8")
                 except (CodecError, UnicodeDecodeError) as exc:
+                    self.undecodable += 1
                     problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
                     await self.context.error(f"{problem} (topic {incoming.topic})", Message(data, incoming.topic))
                     continue
             await send(Message(payload, incoming.topic), 0)
 
     async def close(self) -> None:
+        # Messages received but not yet taken when the flow stops: reported, not silently gone.
+        self.unprocessed_at_stop = self.subscription.statistics().current_buffer_used
         await self.subscription.aclose()

@@ -116,7 +116,7 @@ class BrokerConfig:
     block_timeout: float = 2.0
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max`, with jitter.
     reconnect_min: float = 0.1
-    reconnect_max: float = 2.0
+    reconnect_max: float = 1.0
 
     @keepalive.validator
     def _check_keepalive(self, _attribute: object, value: int) -> None:

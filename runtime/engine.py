@@ -130,6 +130,7 @@ class FlowEngine:
         self.drain_timeout = drain_timeout
         self.close_timeout = close_timeout
         self.errors_logged = 0
+        self.errors_routed = 0
         self._in_flight = 0
         self._draining = False
         self._drained = trio.Event()
@@ -200,8 +201,25 @@ class FlowEngine:
                 workers.cancel_scope.cancel()
             await self._close_all(list(reversed(config_hosts)), "config node")
             services.cancel_scope.cancel()
+        self._log_stats()
         log.info("flow stopped")
         self.stopped.set()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Every node's counters, and the engine's own for it (drops at its input)."""
+        report: dict[str, dict[str, int]] = {}
+        for host in self._hosts.values():
+            counters = dict(host.instance.stats()) if host.instance is not None else {}
+            if host.dropped:
+                counters["input_dropped"] = host.dropped
+            if counters:
+                report[host.node_id] = counters
+        report["engine"] = {"errors_logged": self.errors_logged, "errors_routed": self.errors_routed}
+        return report
+
+    def _log_stats(self) -> None:
+        for node_id, counters in self.stats().items():
+            log.info("stats %s: %s", node_id, " ".join(f"{key}={value}" for key, value in counters.items()))
 
     def queue_size_of(self, host: _Host) -> int:
         return host.plan.queue_size or self.queue_size
@@ -293,6 +311,7 @@ class FlowEngine:
         if node_error.count > MAX_ERROR_DEPTH:
             host.log.error("error loop: dropped a message after %d errors in a row: %s", previous, text)
             return
+        self.errors_routed += 1
         failed = (msg if msg is not None else new_message(None)).with_error(node_error)
         port = host.plan.node_class.error_port
         if port is not None and port < len(host.outputs) and host.outputs[port]:

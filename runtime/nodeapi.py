@@ -35,6 +35,7 @@ Register a plugin's node types through the entry-point group ``evflow.nodes``
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
@@ -179,6 +180,10 @@ class Node(Generic[ConfigT]):
     async def close(self) -> None:
         """Last words at shutdown, after messages in flight drained (bounded by the engine)."""
 
+    def stats(self) -> Mapping[str, int]:
+        """Counters worth reporting (logged when the flow stops): received, invalid, dropped…"""
+        return {}
+
 
 class ConfigNode(Generic[ConfigT]):
     """Base of a config node type: a shared resource (a broker connection, an API client) that
@@ -203,6 +208,10 @@ class ConfigNode(Generic[ConfigT]):
 
     async def close(self) -> None:
         """Release the resource cleanly (called before ``serve`` is cancelled)."""
+
+    def stats(self) -> Mapping[str, int]:
+        """Counters worth reporting (logged when the flow stops)."""
+        return {}
 
 
 NodeClass = type[Node[Any]] | type[ConfigNode[Any]]

@@ -361,7 +361,8 @@ class MqttClient:
         if self._connected_event.is_set():  # never replace an event someone still waits on
             self._connected_event = trio.Event()
         self._lost_event.set()
-        self.stats.connection_losses += 1
+        if not self._closing:
+            self.stats.connection_losses += 1
         error = NotConnected(f"connection to {self.config.address} lost: {reason}")
         acks, self._control_acks = self._control_acks, {}
         for waiter in acks.values():
@@ -525,7 +526,9 @@ class MqttClient:
             raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from None
         sock = self._paho.socket()
         if sock is None:
-            raise ConnectError(f"cannot connect to {address}: {self._connect_thread_failure or 'no socket opened'}")
+            if self._connect_thread_failure:  # the broker dropped us while CONNECT went out
+                raise ConnectError(f"{address} closed the connection: {self._connect_thread_failure}")
+            raise ConnectError(f"cannot connect to {address}: no socket opened")
         if not address.is_unix:
             # Small packets both ways (requests, replies, acks): don't let Nagle hold them back.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
