@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("flows", nargs="+", metavar="FLOW.json", help="flow files (one flow together)")
     run.add_argument("--credentials", metavar="FILE",
                      help="NAME=value lines for ${NAME} in the flows (secrets: kept out of flow files and logs)")
-    run.add_argument("--drain-timeout", type=_positive_float, default=5.0, metavar="S",
-                     help="on stop, seconds to let messages in flight finish (default: 5)")
-    run.add_argument("--close-timeout", type=_positive_float, default=5.0, metavar="S",
-                     help="on stop, seconds each node may take to close (default: 5)")
+    run.add_argument("--stop-timeout", type=_positive_float, default=5.0, metavar="S",
+                     help="on SIGINT/SIGTERM, seconds for the whole stop (default: 5)")
+    run.add_argument("--drain-timeout", type=_positive_float, default=2.0, metavar="S",
+                     help="of those, at most this long for messages in flight to finish (default: 2)")
+    run.add_argument("--close-timeout", type=_positive_float, default=2.0, metavar="S",
+                     help="and at most this long for the nodes to close (default: 2)")
     run.set_defaults(module="evflow.runtime.commands.run")
 
     validate = commands.add_parser(

@@ -8,7 +8,7 @@ Start and stop are phases with barriers between them (Node-RED's stop has none):
 
 * start: config nodes serve (in dependency order) → every node's ``start`` → sources run;
 * stop: sources cancelled → messages in flight drain (``drain_timeout``) → every node's ``close``
-  (``close_timeout``) → config nodes close, in reverse order.
+  (``close_timeout``) → config nodes close, in reverse order; the whole stop within ``stop_timeout``.
 """
 
 from __future__ import annotations
@@ -116,13 +116,15 @@ class FlowEngine:
         plan: FlowPlan,
         *,
         queue_size: int = 64,
-        drain_timeout: float = 5.0,
-        close_timeout: float = 5.0,
+        stop_timeout: float = 5.0,
+        drain_timeout: float = 2.0,
+        close_timeout: float = 2.0,
         max_restarts: int = 5,
         restart_window: float = 60.0,
         restart_delay: float = 0.1,
     ) -> None:
         self.plan = plan
+        self.stop_timeout = stop_timeout
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.restart_delay = restart_delay
@@ -196,10 +198,12 @@ class FlowEngine:
                     await self._stop.wait()
                     log.info("stopping: sources")
                     sources.cancel_scope.cancel()
-                await self._drain()
-                await self._close_all(node_hosts, "node")
+                stop_by = trio.current_time() + self.stop_timeout
+                # Each phase gets its own timeout, and leaves the next ones a share of the deadline.
+                await self._drain(min(self.drain_timeout, self.stop_timeout * 0.4))
+                await self._close_all(node_hosts, "node", min(self.close_timeout, stop_by - trio.current_time() - self.stop_timeout * 0.2))
                 workers.cancel_scope.cancel()
-            await self._close_all(list(reversed(config_hosts)), "config node")
+            await self._close_all(list(reversed(config_hosts)), "config node", stop_by - trio.current_time())
             services.cancel_scope.cancel()
         self._log_stats()
         log.info("flow stopped")
@@ -270,25 +274,27 @@ class FlowEngine:
                 host.log.warning("source failed (%s: %s); restarting", type(exc).__name__, exc)
                 await trio.sleep(self.restart_delay)
 
-    async def _drain(self) -> None:
+    async def _drain(self, timeout: float) -> None:
         self._draining = True
         if self._in_flight == 0:
             return
         log.info("stopping: draining %d message(s) in flight", self._in_flight)
-        with trio.move_on_after(self.drain_timeout):
+        with trio.move_on_after(timeout):
             await self._drained.wait()
             return
-        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight, self.drain_timeout)
+        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight, timeout)
 
-    async def _close_all(self, hosts: list[_Host], what: str) -> None:
+    async def _close_all(self, hosts: list[_Host], what: str, timeout: float) -> None:
+        timeout = max(timeout, 0.0)
+
         async def close(host: _Host) -> None:
-            with trio.move_on_after(self.close_timeout) as scope:
+            with trio.move_on_after(timeout) as scope:
                 try:
                     await host.instance.close()
                 except Exception as exc:
                     host.log.error("%s failed to close: %s", what, exc)
             if scope.cancelled_caught:
-                host.log.error("%s did not close within %g s", what, self.close_timeout)
+                host.log.error("%s did not close within %.1f s", what, timeout)
 
         async with trio.open_nursery() as closing:
             for host in hosts:

@@ -320,3 +320,21 @@ async def test_no_secret_reaches_the_output(tmp_path: Path) -> None:
     assert "SECC_LEAF.key" in output  # the reply itself is shown…
     assert broker_password not in output and "leaf-key-secret-77aa" not in output  # …its secrets are not
     assert "Traceback" not in output
+
+
+async def test_a_second_signal_forces_the_exit(tmp_path: Path, broker: MosquittoBroker) -> None:
+    # The keepalive's final `false` waits for a PUBACK that cannot come (the broker is gone): the
+    # stop would take its whole deadline; a second SIGTERM ends it at once.
+    async with EverestStandIn(broker.host, broker.port, "evse_security_api") as everest:
+        async with evflow(["run", "--stop-timeout", "60", "--close-timeout", "60", str(FLOWS / "liveness.json")],
+                          {"EVFLOW_BROKER": broker.url}) as run:
+            with trio.fail_after(20):
+                while (await everest.received.receive()).payload != b"true":
+                    pass
+            broker.kill()
+            await run.wait_for("lost:")
+            run.process.send_signal(signal.SIGTERM)
+            await run.wait_for("stopping: sources")
+            run.process.send_signal(signal.SIGTERM)
+            assert await run.exited(timeout=10) == 1
+    assert "again: stopping now" in run.text and "Traceback" not in run.text

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from ..errors import EvflowError
+from ..redaction import redact
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
@@ -30,5 +31,5 @@ def run_trio(command: str, main: Callable[..., Awaitable[int]], *args: Any) -> i
     except* EvflowError as group:
         failures.extend(_leaves(group))
     for failure in failures:
-        print(f"evflow {command}: error: {failure}", file=sys.stderr)
+        print(redact(f"evflow {command}: error: {failure}"), file=sys.stderr)
     return 1

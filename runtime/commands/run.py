@@ -18,6 +18,7 @@ log = logging.getLogger("evflow.run")
 
 
 async def run_flow(engine: FlowEngine) -> int:
+    forced = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
@@ -25,7 +26,9 @@ async def run_flow(engine: FlowEngine) -> int:
             async def on_signals() -> None:
                 async for signum in signals:
                     if engine_stopping.is_set():
-                        log.warning("%s again: stopping now", signal.Signals(signum).name)
+                        nonlocal forced
+                        forced = True
+                        log.warning("%s again: stopping now, without finishing the shutdown", signal.Signals(signum).name)
                         nursery.cancel_scope.cancel()
                         return
                     log.info("%s: stopping", signal.Signals(signum).name)
@@ -35,7 +38,7 @@ async def run_flow(engine: FlowEngine) -> int:
             engine_stopping = trio.Event()
             nursery.start_soon(on_signals)
             await _wait_engine_done(engine, nursery)
-    return 0
+    return 1 if forced else 0
 
 
 async def _wait_engine_done(engine: FlowEngine, nursery: trio.Nursery) -> None:
@@ -57,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for warning in plan.warnings:
         log.warning("%s", warning)
-    engine = FlowEngine(plan, drain_timeout=args.drain_timeout, close_timeout=args.close_timeout)
+    engine = FlowEngine(plan, stop_timeout=args.stop_timeout, drain_timeout=args.drain_timeout,
+                        close_timeout=args.close_timeout)
     return run_trio("run", run_flow, engine)
