@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--format", choices=["text", "json"], default="text")
     nodes.set_defaults(module="evflow.runtime.commands.nodes")
 
+    schema = commands.add_parser(
+        "schema", help="print a JSON Schema for flow files (built-in and installed node types)",
+        description="A JSON Schema (draft 2020-12) that editors use to check flow files as they are typed.",
+    )
+    schema.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    schema.set_defaults(module="evflow.runtime.commands.schema")
+
     simulate = commands.add_parser(
         "simulate", help="be EVerest's evse_security API module, answering from a certificate directory",
         description="Serve EVerest's evse_security_consumer API on a broker from a certificate directory laid "
@@ -135,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     pki.add_argument("--drop-leaf-key", action="store_true")
     pki.add_argument("--no-key-password", action="store_true", help="leave the leaf keys unencrypted")
     simulate.set_defaults(module="evflow.runtime.commands.simulate")
+
+    graph = commands.add_parser(
+        "graph", help="draw flow files: Mermaid or Graphviz DOT text, or SVG with Graphviz installed",
+        description="A picture of the flow: each node labelled with name and type, one group per tab, wires "
+        "from their ports (error ports dashed), dotted lines to the config nodes used.",
+    )
+    graph.add_argument("flows", nargs="+", metavar="FLOW.json")
+    graph.add_argument("--format", choices=["mermaid", "dot", "svg"], default="mermaid",
+                       help="mermaid (default), dot, or svg (runs Graphviz's dot)")
+    graph.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    graph.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
+    graph.set_defaults(module="evflow.runtime.commands.graph")
 
     demo = commands.add_parser(
         "demo",

@@ -68,9 +68,13 @@ class _Host:
     last_status: str = ""
     log_error: Any = None
     log_drop: Any = None
+    taps: list[trio.MemorySendChannel[tuple[int, Message]]] = attrs.field(factory=list)
 
     async def send(self, msg: Message, port: int = 0) -> None:
         engine = self.engine
+        if self.taps:
+            for tap in self.taps:
+                tap.send_nowait((port, msg))  # a tool's view: sized by the tool, never blocks the flow
         for target in self.outputs[port]:
             engine._in_flight += 1
             if target.blocking:
@@ -167,6 +171,21 @@ class FlowEngine:
     def node(self, node_id: str) -> Any:
         """The running instance of a node (for tests and tools)."""
         return self._hosts[node_id].instance
+
+    def tap(self, node_id: str, buffer: int = 10_000) -> trio.MemoryReceiveChannel[tuple[int, Message]]:
+        """Everything ``node_id`` sends from now on, as ``(port, message)``, wired or not (for tests
+        and tools; a tap that is not read fills up and raises in the flow, so read it)."""
+        send, receive = trio.open_memory_channel[tuple[int, Message]](buffer)
+        self._hosts[node_id].taps.append(send)
+        return receive
+
+    async def inject(self, node_id: str, msg: Message) -> None:
+        """Deliver ``msg`` to ``node_id``'s input, as a wire would (for tests and tools)."""
+        host = self._hosts[node_id]
+        if host.inbox is None:
+            raise ValueError(f"{host.node_type} {node_id!r} takes no input")
+        self._in_flight += 1
+        await host.inbox.send(msg)
 
     # ---- run -------------------------------------------------------------------------------------
 

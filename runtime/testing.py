@@ -1,0 +1,137 @@
+"""Testing flows: run a flow file in-process, inject messages into nodes, await what nodes emit,
+with a private broker and the EVerest simulator when the flow needs EVerest.
+
+    async with everest_simulator(tmp_path) as everest:
+        async with run_flow(["flows/certificate-check.json"], env=everest.env) as flow:
+            await flow.inject("v2g-leaf", None)
+            reply = await flow.expect("v2g-leaf", port=0)
+
+The pytest plugin (``evflow.runtime.pytest_plugin``, registered for pytest) offers the same as the
+fixtures ``evflow_everest`` and ``evflow_flow``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from .broker import BrokerConfig
+from .engine import FlowEngine
+from .flows import load_plan
+from .message import Message, new_message
+from .registry import Registry
+
+__all__ = ["EverestUnderTest", "FlowUnderTest", "everest_simulator", "run_flow"]
+
+
+@attrs.define
+class FlowUnderTest:
+    engine: FlowEngine
+    _taps: dict[str, trio.MemoryReceiveChannel[tuple[int, Message]]] = attrs.field(factory=dict)
+    _held: dict[str, list[tuple[int, Message]]] = attrs.field(factory=dict)
+
+    async def inject(self, node_id: str, payload: Any = None, topic: str = "", **meta: Any) -> Message:
+        """Send a new message into ``node_id``'s input; returns it (its ``msg_id`` identifies it)."""
+        msg = new_message(payload, topic, **meta)
+        await self.engine.inject(node_id, msg)
+        return msg
+
+    async def expect(self, node_id: str, port: int = 0, timeout: float = 5.0) -> Message:
+        """The next message ``node_id`` sends on ``port`` (messages on other ports are kept for later
+        calls); ``trio.TooSlowError`` after ``timeout`` seconds."""
+        held = self._held.setdefault(node_id, [])
+        for index, (sent_port, msg) in enumerate(held):
+            if sent_port == port:
+                del held[index]
+                return msg
+        with trio.fail_after(timeout):
+            while True:
+                sent_port, msg = await self._taps[node_id].receive()
+                if sent_port == port:
+                    return msg
+                held.append((sent_port, msg))
+
+
+@asynccontextmanager
+async def run_flow(
+    flows: Sequence[str | Path],
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Registry | None = None,
+    **engine_options: Any,
+) -> AsyncIterator[FlowUnderTest]:
+    """Run the flow files until the block ends (then stop it through its phases). Every node is
+    tapped from the start, so nothing it sends is missed; ``env`` is added to ``os.environ``."""
+    plan = load_plan(flows, registry=registry, env={**os.environ, **(env or {})})
+    engine = FlowEngine(plan, **engine_options)
+    flow = FlowUnderTest(engine)
+    for node in plan.nodes:
+        if not node.is_config:
+            flow._taps[node.id] = engine.tap(node.id)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        try:
+            yield flow
+        finally:
+            engine.request_stop()
+            with trio.move_on_after(engine.stop_timeout + 1):
+                await engine.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+@attrs.frozen
+class EverestUnderTest:
+    broker_url: str
+    module_id: str
+    certs: Path
+    simulator: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the example flows read: ``EVFLOW_BROKER`` and ``EVEREST_MODULE_ID``."""
+        return {"EVFLOW_BROKER": self.broker_url, "EVEREST_MODULE_ID": self.module_id}
+
+
+@asynccontextmanager
+async def everest_simulator(
+    workdir: Path | None = None,
+    *,
+    module_id: str = "evse_security_api",
+    pki: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncIterator[EverestUnderTest]:
+    """A private broker (mosquitto, else amqtt) and the EVerest simulator on a fresh test PKI
+    (``pki``: options of ``init_pki``, e.g. ``{"expired_leaf": True}``)."""
+    from .localbroker import start_local_broker
+    from .simulator.pki import init_pki
+    from .simulator.service import EvseSecuritySimulator, SimulatorOptions
+    from .simulator.store import CertificateStore
+    from .transport import MqttClient
+
+    with tempfile.TemporaryDirectory(prefix="evflow-test-") as scratch:
+        root = Path(workdir) if workdir is not None else Path(scratch)
+        layout = init_pki(root / "certs", **(pki or {}))
+        broker, _name = await trio.to_thread.run_sync(start_local_broker, root)
+        try:
+            mqtt = MqttClient(BrokerConfig.from_url(broker.url))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(mqtt.run)
+                simulator = EvseSecuritySimulator(
+                    mqtt, CertificateStore(layout.root, key_password=layout.key_password),
+                    SimulatorOptions(module_id=module_id, **options),
+                )
+                await nursery.start(simulator.run)
+                try:
+                    yield EverestUnderTest(broker.url, module_id, layout.root, simulator)
+                finally:
+                    await mqtt.aclose()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await trio.to_thread.run_sync(broker.stop)
