@@ -105,6 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--format", choices=["text", "json"], default="text")
     nodes.set_defaults(module="evflow.runtime.commands.nodes")
 
+    test = commands.add_parser(
+        "test", help="run declarative flow tests (inputs and expected outputs, JSON)",
+        description="Run each test file's cases against its flow (with a private broker and the EVerest "
+        "simulator when the file asks for them); exit 0 when every case passed.",
+    )
+    test.add_argument("tests", nargs="+", metavar="TEST.json")
+    test.set_defaults(module="evflow.runtime.commands.test")
+
     schema = commands.add_parser(
         "schema", help="print a JSON Schema for flow files (built-in and installed node types)",
         description="A JSON Schema (draft 2020-12) that editors use to check flow files as they are typed.",

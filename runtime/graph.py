@@ -113,8 +113,10 @@ def to_mermaid(plan: FlowPlan) -> str:
 
 def _dot_quote(*lines: str) -> str:
     # In a DOT string backslash starts an escape (\n, \N, \G...): doubled, it is a plain backslash.
+    # Graphviz also reads HTML entities in labels ("&amp;" would show as "&"), so "&" is one itself.
     # The lines are joined with DOT's own line break, written by us after escaping.
-    return '"' + "\\n".join(line.replace("\\", "\\\\").replace('"', '\\"') for line in lines) + '"'
+    escaped = (line.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;") for line in lines)
+    return '"' + "\\n".join(escaped) + '"'
 
 
 def to_dot(plan: FlowPlan) -> str:
