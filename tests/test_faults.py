@@ -323,18 +323,18 @@ async def test_no_secret_reaches_the_output(tmp_path: Path) -> None:
 
 
 async def test_a_second_signal_forces_the_exit(tmp_path: Path, broker: MosquittoBroker) -> None:
-    # The keepalive's final `false` waits for a PUBACK that cannot come (the broker is gone): the
-    # stop would take its whole deadline; a second SIGTERM ends it at once.
-    async with EverestStandIn(broker.host, broker.port, "evse_security_api") as everest:
-        async with evflow(["run", "--stop-timeout", "60", "--close-timeout", "60", str(FLOWS / "liveness.json")],
-                          {"EVFLOW_BROKER": broker.url}) as run:
+    # EVerest never answers: the request stays in flight and the drain phase would wait its whole
+    # minute; a second SIGTERM ends the stop at once.
+    flow = write(tmp_path / "flow.json", config_nodes(broker.url) + [
+        {"id": "go", "type": "inject", "once": True, "wires": [["ask"]]},
+        {"id": "ask", "type": "is-ca-certificate-installed", "api": "api", "certificate_type": "V2G", "timeout": 60},
+    ])
+    async with EverestStandIn(broker.host, broker.port, MODULE, answer=False) as everest:
+        async with evflow(["run", "--stop-timeout", "120", "--drain-timeout", "60", str(flow)]) as run:
             with trio.fail_after(20):
-                while (await everest.received.receive()).payload != b"true":
-                    pass
-            broker.kill()
-            await run.wait_for("lost:")
+                await everest.received.receive()  # the request is out, and will not be answered
             run.process.send_signal(signal.SIGTERM)
-            await run.wait_for("stopping: sources")
+            await run.wait_for("draining 1 message(s) in flight")
             run.process.send_signal(signal.SIGTERM)
             assert await run.exited(timeout=10) == 1
     assert "again: stopping now" in run.text and "Traceback" not in run.text
