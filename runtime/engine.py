@@ -75,6 +75,7 @@ class _Host:
         if self.taps:
             for tap in self.taps:
                 tap.send_nowait((port, msg))  # a tool's view: sized by the tool, never blocks the flow
+        waited = False
         for target in self.outputs[port]:
             engine._in_flight += 1
             if target.blocking:
@@ -83,9 +84,12 @@ class _Host:
                 except BaseException:  # not delivered (cancelled at shutdown): not in flight either
                     engine._in_flight -= 1
                     raise
+                waited = True
             else:
                 target._offer(msg)
-        await trio.lowlevel.checkpoint()
+        if not waited:
+            # Still honour cancellation, without the full scheduler round trip of a checkpoint.
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     def _offer(self, msg: Message) -> None:
         """Deliver without waiting, by this node's drop policy (counted and logged, never silent)."""

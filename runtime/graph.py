@@ -51,7 +51,7 @@ class _Picture:
 def _text(value: str) -> str:
     # Line breaks and other control characters in a name would end a statement in either language:
     # they become spaces. Secrets given with --credentials never appear, even if a name used one.
-    return ("".join(ch if ch.isprintable() else " " for ch in value))
+    return redaction.redact("".join(ch if ch.isprintable() else " " for ch in value))
 
 
 def _picture(plan: FlowPlan) -> _Picture:

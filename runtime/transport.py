@@ -47,7 +47,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from .broker import BrokerConfig
 from .errors import ConnectError, MqttError, NotConnected, SubscribeError
 from .oneshot import OneShot
-from .protocol.topics import filter_covers, topic_matches, validate_filter
+from .protocol.topics import compile_filter, filter_covers, validate_filter
 from .ratelimit import RateLimitedLog
 
 __all__ = ["MqttClient", "MqttMessage", "Overflow", "Subscription", "TransportStats"]
@@ -103,6 +103,7 @@ class Subscription:
         self._backlog: collections.deque[MqttMessage] = collections.deque()
         self._broker_filter: str | None = None
         self._has_wildcard = "+" in topic_filter or "#" in topic_filter
+        self._matches = compile_filter(topic_filter)
         self._log_drop = RateLimitedLog(log)
         # Set when the consumer outlasted block_timeout: drop at once (no more waiting) until it
         # takes a message again, so one stuck consumer cannot slow the connection to a crawl.
@@ -345,7 +346,7 @@ class MqttClient:
                 subscription._deliver(item)
             delivered = True
         for subscription in self._wildcard_routes:
-            if topic_matches(subscription.topic_filter, topic):
+            if subscription._matches(topic):
                 subscription._deliver(item)
                 delivered = True
         if not delivered:

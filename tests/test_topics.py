@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from evflow.runtime.protocol.topics import (
     ApiTopics,
     TopicError,
+    compile_filter,
     filter_covers,
     topic_matches,
     validate_external_prefix,
@@ -73,6 +74,11 @@ filters = st.lists(st.sampled_from(["a", "b", "+", "$x"]), min_size=1, max_size=
 @given(filters, topics)
 def test_topic_matches_agrees_with_paho(topic_filter: str, topic: str) -> None:
     assert topic_matches(topic_filter, topic) == paho.topic_matches_sub(topic_filter, topic)
+
+
+@given(filters, topics)
+def test_compiled_filters_agree_with_paho(topic_filter: str, topic: str) -> None:
+    assert compile_filter(topic_filter)(topic) == paho.topic_matches_sub(topic_filter, topic)
 
 
 @given(filters, filters, topics)

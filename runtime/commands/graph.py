@@ -29,9 +29,7 @@ def run(args: argparse.Namespace) -> int:
     except CredentialsError as exc:
         return _error(str(exc))
     except FlowInvalid as invalid:
-        for problem in invalid.problems:  # as `evflow validate` prints them
-            print(problem, file=sys.stderr)
-        return 1
+        raise
     for warning in plan.warnings:  # on stderr: stdout is the picture
         print(warning, file=sys.stderr)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
 import attrs
 
@@ -16,6 +17,7 @@ __all__ = [
     "ApiTopics",
     "Direction",
     "TopicError",
+    "compile_filter",
     "filter_covers",
     "topic_matches",
     "validate_external_prefix",
@@ -109,6 +111,41 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def compile_filter(topic_filter: str) -> Callable[[str], bool]:
+    """A matcher for one filter, prepared once: the per-message work is a prefix test or a loop over
+    pre-split levels (:func:`topic_matches` splits the filter on every call)."""
+    levels = topic_filter.split("/")
+    if "+" not in levels:
+        if levels[-1] == "#":
+            prefix = topic_filter[:-1]  # "a/b/#" -> "a/b/"; also matches "a/b" itself
+            parent = topic_filter[:-2]
+            if not prefix:  # "#": everything but $-topics
+                return lambda topic: not topic.startswith("$")
+            return lambda topic: topic.startswith(prefix) or topic == parent
+        return topic_filter.__eq__
+    dollar_guard = levels[0] in ("+", "#")
+    count = len(levels)
+    open_ended = levels[-1] == "#"
+
+    def matches(topic: str) -> bool:
+        if dollar_guard and topic.startswith("$"):
+            return False
+        parts = topic.split("/")
+        if open_ended:
+            if len(parts) < count - 1:
+                return False
+        elif len(parts) != count:
+            return False
+        for level, part in zip(levels, parts):
+            if level == "#":
+                return True
+            if level != "+" and level != part:
+                return False
+        return True
+
+    return matches
 
 
 def filter_covers(broad: str, narrow: str) -> bool:
