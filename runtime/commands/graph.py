@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     except CredentialsError as exc:
         return _error(str(exc))
     except FlowInvalid as invalid:
-        raise
+        for problem in invalid.problems:  # as `evflow validate` prints them
+            print(problem, file=sys.stderr)
+        return 1
     for warning in plan.warnings:  # on stderr: stdout is the picture
         print(warning, file=sys.stderr)
 
