@@ -65,9 +65,17 @@ def load_plan(
     *,
     registry: Registry | None = None,
     env: Mapping[str, str] | None = None,
+    credentials: str | Path | None = None,
 ) -> FlowPlan:
-    """The validated plan of these flow files (warnings in ``plan.warnings``), or :class:`FlowInvalid`."""
-    records, problems = load_flow_files(paths, os.environ if env is None else env)
+    """The validated plan of these flow files (warnings in ``plan.warnings``), or :class:`FlowInvalid`.
+
+    ``${NAME}`` comes from ``env`` (default: the environment), then from the ``credentials`` file
+    (:func:`load_credentials`; :class:`CredentialsError` when it cannot be used).
+    """
+    env = os.environ if env is None else env
+    if credentials is not None:
+        env = {**env, **load_credentials(credentials)}
+    records, problems = load_flow_files(paths, env)
     registry = Registry.from_entry_points() if registry is None else registry
     plan, found = plan_flow(records, registry)
     problems.extend(found)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -17,35 +15,15 @@ import trio
 from evflow.runtime.mosquitto import MosquittoBroker
 
 from .everest_standin import EverestStandIn, Received
+from .processes import evflow
 
 FLOWS = Path(__file__).parent.parent / "flows"
 MODULE = "evse_security_api"
 BASE = f"everest_api/1/evse_security_consumer/{MODULE}"
 
 
-@asynccontextmanager
-async def evflow_run(broker: MosquittoBroker, *flows: Path) -> AsyncIterator[trio.Process]:
-    env = {**os.environ, "EVFLOW_BROKER": broker.url, "EVEREST_MODULE_ID": MODULE, "PYTHONUNBUFFERED": "1"}
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "evflow.runtime.cli", "run", *map(str, flows)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    output = bytearray()
-
-    async def collect() -> None:
-        assert process.stdout is not None
-        async for chunk in process.stdout:
-            output.extend(chunk)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(collect)
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-    process.output = bytes(output)  # type: ignore[attr-defined]
+def evflow_run(broker: MosquittoBroker, *flows: Path) -> Any:
+    return evflow(["run", *map(str, flows)], {"EVFLOW_BROKER": broker.url, "EVEREST_MODULE_ID": MODULE})
 
 
 async def next_on(standin: EverestStandIn, topic_suffix: str) -> Received:
@@ -57,18 +35,18 @@ async def next_on(standin: EverestStandIn, topic_suffix: str) -> Received:
 
 async def test_liveness_flow_keeps_everest_alive_and_says_goodbye_on_sigterm(broker: MosquittoBroker) -> None:
     async with EverestStandIn(broker.host, broker.port, MODULE) as everest:
-        async with evflow_run(broker, FLOWS / "liveness.json") as process:
+        async with evflow_run(broker, FLOWS / "liveness.json") as run:
             with trio.fail_after(20):
                 first = await next_on(everest, "/m2e/communication_check")
                 assert first.payload == b"true"
                 everest.heartbeat(0)
-                process.send_signal(signal.SIGTERM)
+                run.process.send_signal(signal.SIGTERM)
                 last = await next_on(everest, "/m2e/communication_check")
                 while last.payload == b"true":  # a periodic one may still have been on its way
                     last = await next_on(everest, "/m2e/communication_check")
                 assert last.payload == b"false"
-                assert await process.wait() == 0
-    assert b"Traceback" not in process.output  # type: ignore[attr-defined]
+                assert await run.exited() == 0
+    assert "Traceback" not in run.text
 
 
 async def test_liveness_events_reach_mqtt_out(broker: MosquittoBroker, mqtt: object) -> None:
@@ -77,15 +55,15 @@ async def test_liveness_events_reach_mqtt_out(broker: MosquittoBroker, mqtt: obj
     assert isinstance(mqtt, MqttClient)
     liveness = await mqtt.subscribe("evflow/liveness", qos=1)
     async with EverestStandIn(broker.host, broker.port, MODULE) as everest:
-        async with evflow_run(broker, FLOWS / "liveness.json") as process:
+        async with evflow_run(broker, FLOWS / "liveness.json") as run:
             with trio.fail_after(20):
                 await next_on(everest, "/m2e/communication_check")  # the flow is ready
                 for beat in (10, 11, 14, 3):
                     everest.heartbeat(beat)
                 gap = json.loads((await liveness.receive()).payload)
                 restarted = json.loads((await liveness.receive()).payload)
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
+            run.process.send_signal(signal.SIGTERM)
+            assert await run.exited() == 0
     assert gap == {"event": "gap", "missed": 2, "beat": 14, "previous": 11}
     assert restarted == {"event": "restarted", "beat": 3, "previous": 14}
 
@@ -96,7 +74,7 @@ async def test_certificate_check_flow_forwards_replies_as_everest_sent_them(brok
     assert isinstance(mqtt, MqttClient)
     reports = await mqtt.subscribe("evflow/certificates/#", qos=1)
     async with EverestStandIn(broker.host, broker.port, MODULE) as everest:
-        async with evflow_run(broker, FLOWS / "certificate-check.json") as process:
+        async with evflow_run(broker, FLOWS / "certificate-check.json") as run:
             got: dict[str, bytes] = {}
             with trio.fail_after(20):
                 while len(got) < 3:
@@ -105,8 +83,8 @@ async def test_certificate_check_flow_forwards_replies_as_everest_sent_them(brok
                 requests = []
                 while len(requests) < 3:
                     requests.append(await everest.received.receive())
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
+            run.process.send_signal(signal.SIGTERM)
+            assert await run.exited() == 0
     assert got["v2g_root_installed"] == b"true"
     assert got["v2g_verify_location"] == b"/etc/everest/certs/ca/v2g/V2G_ROOT_CA.pem"
     leaf = json.loads(got["v2g_leaf"])
@@ -117,7 +95,7 @@ async def test_certificate_check_flow_forwards_replies_as_everest_sent_them(brok
     }
     envelope = json.loads(next(r for r in requests if r.topic.endswith("get_leaf_certificate_info")).payload)
     assert envelope["payload"] == {"certificate_type": "V2G", "encoding": "PEM", "include_ocsp": True}
-    assert b"Traceback" not in process.output  # type: ignore[attr-defined]
+    assert "Traceback" not in run.text
 
 
 @pytest.mark.parametrize("flow", sorted(FLOWS.glob("*.json")), ids=lambda p: p.name)

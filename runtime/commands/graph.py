@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 
-from ..flows import CredentialsError, FlowInvalid, load_credentials, load_plan
+from ..flows import CredentialsError, FlowInvalid, load_plan
 from ..graph import to_dot, to_mermaid
 
 # Generous: dot lays out flows of hundreds of nodes in well under a second.
@@ -24,8 +23,7 @@ def _error(message: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        env = {**os.environ, **load_credentials(args.credentials)} if args.credentials else None
-        plan = load_plan(args.flows, env=env)
+        plan = load_plan(args.flows, credentials=args.credentials)
     except CredentialsError as exc:
         return _error(str(exc))
     except FlowInvalid as invalid:

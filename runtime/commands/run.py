@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
 import trio
 
 from ..engine import FlowEngine
-from ..flows import CredentialsError, FlowInvalid, load_credentials, load_plan
+from ..flows import CredentialsError, FlowInvalid, load_plan
 from ._running import run_trio
 
 log = logging.getLogger("evflow.run")
@@ -49,8 +48,7 @@ async def _wait_engine_done(engine: FlowEngine, nursery: trio.Nursery) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        env = {**os.environ, **load_credentials(args.credentials)} if args.credentials else None
-        plan = load_plan(args.flows, env=env)
+        plan = load_plan(args.flows, credentials=args.credentials)
     except CredentialsError as exc:
         print(f"evflow run: error: {exc}", file=sys.stderr)
         return 1

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from ..flows import CredentialsError, FlowInvalid, load_credentials, load_plan
+from ..flows import CredentialsError, FlowInvalid, load_plan
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        env = {**os.environ, **load_credentials(args.credentials)} if args.credentials else None
-        plan = load_plan(args.flows, env=env)
+        plan = load_plan(args.flows, credentials=args.credentials)
     except CredentialsError as exc:
         print(f"evflow validate: error: {exc}", file=sys.stderr)
         return 1
