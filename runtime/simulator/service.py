@@ -25,6 +25,7 @@ from ..apis.evse_security_consumer import (
     IS_CA_CERTIFICATE_INSTALLED,
 )
 from ..codec import CodecError, dump_json, encode_json, load_json
+from ..errors import MqttError
 from ..models.evse_security import U64_MAX
 from ..protocol.api import COMMUNICATION_CHECK, HEARTBEAT
 from ..protocol.envelope import decode_request
@@ -86,6 +87,9 @@ class EvseSecuritySimulator:
         self._random = random.Random(options.faults.seed)
         self.dropped = 0
         self.malformed = 0
+        self.replies_lost = 0
+        self.heartbeats_lost = 0
+        self._log_lost_reply = RateLimitedLog(log)
         self._log_undecodable = RateLimitedLog(log)
         self._handlers = {
             IS_CA_CERTIFICATE_INSTALLED.name: self._is_ca_certificate_installed,
@@ -121,7 +125,10 @@ class EvseSecuritySimulator:
                 await trio.sleep_until(next_at)
             sent += 1
             if self.mqtt.connected:
-                await self.mqtt.publish(topic, dump_json(beat))
+                try:
+                    await self.mqtt.publish(topic, dump_json(beat))
+                except MqttError:
+                    self.heartbeats_lost += 1  # lost with the connection, as EVerest's are; the counter goes on
             beat = 0 if beat == U64_MAX else beat + 1
             # Drift-free: the n-th beat is due at start + n * interval, whatever each publish took.
             next_at += interval
@@ -173,12 +180,17 @@ class EvseSecuritySimulator:
         await self._reply(*args)
 
     async def _reply(self, name: str, handler: Any, reply_topic: str, payload: Any, malformed: bool) -> None:
-        if malformed:
-            self.malformed += 1
-            log.info("fault: malformed reply to %s", name)
-            await self.mqtt.publish(reply_topic, self._random.choice(MALFORMED_REPLIES))
-            return
-        await handler(reply_topic, payload)
+        try:
+            if malformed:
+                self.malformed += 1
+                log.info("fault: malformed reply to %s", name)
+                await self.mqtt.publish(reply_topic, self._random.choice(MALFORMED_REPLIES))
+                return
+            await handler(reply_topic, payload)
+        except MqttError as exc:
+            # The broker went away between request and reply: the reply is lost, as EVerest's would be.
+            self.replies_lost += 1
+            self._log_lost_reply("reply to %s lost: %s", name, exc)
 
     def _communication_check(self, payload: bytes) -> None:
         try:
