@@ -6,6 +6,7 @@ import attrs
 import trio
 
 from evflow.runtime.client import ApiClient, HeartbeatSubscription
+from evflow.runtime.transport import Overflow
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message
 from evflow.runtime.nodeapi import Node, number_range, ref
@@ -46,7 +47,8 @@ class Heartbeat(Node[HeartbeatConfig]):
         self.received = 0
         client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
         self.topic = client.topics.e2m("heartbeat")
-        self.beats: HeartbeatSubscription = await client.heartbeats()
+        # BLOCK: a flood of beats slows the broker down (TCP) instead of being dropped here.
+        self.beats: HeartbeatSubscription = await client.heartbeats(overflow=Overflow.BLOCK)
 
     async def run(self) -> None:
         send = self.context.send

@@ -9,7 +9,7 @@ import attrs
 
 from evflow.runtime.codec import encode_json
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
+from evflow.runtime.nodeapi import Node, field_check, one_of, ref
 from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
 from evflow.runtime.transport import MqttClient
@@ -27,8 +27,6 @@ class MqttOutConfig:
     allowed_topics: tuple[str, ...] = attrs.field(default=(), validator=field_check(lambda v: [validate_filter(f) for f in v]))
     qos: int = attrs.field(default=0, validator=one_of(0, 1))
     retain: bool = False
-    # QoS 1 publishes awaiting their PUBACK at once (in order); the next waits for the oldest
-    window: int = attrs.field(default=16, validator=number_range(1))
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -76,8 +74,11 @@ class MqttOut(Node[MqttOutConfig]):
         if config.qos:
             pending = self._unacknowledged
             pending.append(done)
-            if len(pending) >= config.window:
-                await pending.popleft().wait()
+            while pending and pending[0].is_set:
+                pending.popleft()
+            # No waiting for the PUBACK here: only the connection's one reader can read it, and that
+            # reader may itself be waiting for this flow to take an incoming message. paho's outgoing
+            # queue is the bound (max_queued; a full one raises, routed as this message's failure).
 
     async def close(self) -> None:
         while self._unacknowledged:  # what was sent is acknowledged before the broker closes
