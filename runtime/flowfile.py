@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,13 +171,3 @@ def _record(file: str, index: int, raw: Any, env: Mapping[str, str]) -> NodeReco
         return [FlowProblem(file, message, node_id, node_type, where) for where, message in substitution_problems]
     return NodeRecord(file, index, data, raw)
 
-
-def iter_strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, list):
-        for item in value:
-            yield from iter_strings(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_strings(item)

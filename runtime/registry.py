@@ -110,7 +110,3 @@ def _import(source: NodeTypeSource) -> NodeClass:
         raise RegistryError(f"{where} has no attrs Config class")
     return node_class
 
-
-def is_config_type(node_class: NodeClass) -> bool:
-    return issubclass(node_class, ConfigNode)
-
