@@ -20,6 +20,8 @@ from evflow.runtime.mosquitto import MosquittoBroker
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+# Node-RED, the plotting venv and the raw results live here, outside the repository.
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evflow-bench"
 
 # The forwarding legs read EVerest's heartbeat topic: the flows "receive heartbeat", with `mqtt in`
 # or with the `heartbeat` node (which derives this topic from the module id).
@@ -55,6 +57,18 @@ def memory_mb(pid: int) -> dict[str, float]:
             if key in ("VmRSS", "VmHWM"):
                 values[key] = int(rest.split()[0]) / 1024  # kB
     return values
+
+
+def pid_running(config: Path) -> int | None:
+    """The pid of the process whose command line names ``config`` (a broker we started)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(config).encode() in (entry / "cmdline").read_bytes():
+                    return int(entry.name)
+            except OSError:
+                continue  # ended meanwhile
+    return None
 
 
 # ---- brokers -------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from common import (
     Watcher,
     cpu_seconds,
     memory_mb,
+    pid_running,
     private_broker,
 )
 from systems import Evflow, Running, user_environment
@@ -69,7 +69,7 @@ def started(system: Any, kind: str, qos: int, port: int, *, probe_topic: str = H
         watcher.close()
         time.sleep(SETTLE)
         yield running, start_s
-        if not running.alive():
+        if not running.alive() and not running.stopped:
             raise LegFailed(f"{system.label} ({kind}) exited during the measurement:\n{running.log_tail()}")
     finally:
         watcher.close()
@@ -94,7 +94,8 @@ def _counter(port: int, qos: int, count: int | None, output: Path) -> subprocess
     ``-d`` makes it log each packet, flushed as it comes: SUBACK says it is subscribed, and
     "received PUBLISH" lines count what arrived should some never come.
     """
-    argv = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", FORWARD_TOPIC, "-q", str(qos), "-d"]
+    # stdbuf: line-buffered output, so the SUBACK line is in the file as soon as it is logged.
+    argv = ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", FORWARD_TOPIC, "-q", str(qos), "-d"]
     if count is not None:
         argv += ["-C", str(count)]
     with open(output, "wb") as out:
@@ -190,6 +191,9 @@ def overload(system: Any, duration: float) -> dict[str, Any]:
             samples.append(memory_mb(sut.pid)["VmRSS"])
         cpu_share = (cpu_seconds(sut.pid) - cpu_before) / (time.monotonic() - began)
         peak_rss = memory_mb(sut.pid)["VmHWM"]
+        # Where the backlog went: mosquitto queues what a slow subscriber has not read yet.
+        broker_pid = pid_running(broker.workdir / "mosquitto.conf")
+        broker_peak = memory_mb(broker_pid)["VmHWM"] if broker_pid else float("nan")
         for process in (publisher, feed, sink):
             process.terminate()
         for process in (publisher, feed, sink):
@@ -201,6 +205,7 @@ def overload(system: Any, duration: float) -> dict[str, Any]:
         # From a third of the way in to the end: a bounded system has filled its queues by then.
         "growth_mb": samples[-1] - samples[third],
         "cpu_share": cpu_share,
+        "broker_peak_rss_mb": broker_peak,
         "rss_samples_mb": samples,
     }
 
@@ -234,29 +239,35 @@ def idle(system: Any, duration: float) -> dict[str, Any]:
     return {"cpu_percent": cpu / elapsed * 100, "rss_mb": rss}
 
 
+@contextmanager
+def everest_responder(port: int) -> Iterator[None]:
+    """The fast EVerest stand-in (bench/everest_responder.py), subscribed when this yields."""
+    responder = subprocess.Popen(
+        [sys.executable, str(BENCH_DIR / "everest_responder.py"), "--port", str(port), "--module-id", MODULE_ID],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=user_environment(),
+    )
+    try:
+        assert responder.stdout is not None
+        if responder.stdout.readline().strip() != b"ready":
+            raise LegFailed("the EVerest responder did not start")
+        yield
+    finally:
+        responder.terminate()
+        responder.wait()
+
+
 def requests(system: Any, latency_count: int, levels: list[int], count: int) -> dict[str, Any]:
     """The request path against a fast EVerest responder, on mosquitto's default configuration."""
-    with private_broker() as broker:
-        responder = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "everest_responder.py"), "--port", str(broker.port), "--module-id", MODULE_ID],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=user_environment(),
+    with private_broker() as broker, everest_responder(broker.port), \
+            started(system, "request", 0, broker.port, probe_topic=TRIGGER_TOPIC, watch_topic=RESULT_TOPIC) as (sut, _s):
+        cpu_before = cpu_seconds(sut.pid)
+        driven = subprocess.run(
+            [sys.executable, str(BENCH_DIR / "request_driver.py"), "--port", str(broker.port),
+             "--latency-count", str(latency_count), "--levels", ",".join(map(str, levels)), "--count", str(count)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=user_environment(),
         )
-        try:
-            assert responder.stdout is not None
-            if responder.stdout.readline().strip() != b"ready":
-                raise LegFailed("the EVerest responder did not start")
-            with started(system, "request", 0, broker.port, probe_topic=TRIGGER_TOPIC, watch_topic=RESULT_TOPIC) as (sut, _start_s):
-                cpu_before = cpu_seconds(sut.pid)
-                driven = subprocess.run(
-                    [sys.executable, str(BENCH_DIR / "request_driver.py"), "--port", str(broker.port),
-                     "--latency-count", str(latency_count), "--levels", ",".join(map(str, levels)), "--count", str(count)],
-                    stdin=subprocess.DEVNULL, capture_output=True, text=True, env=user_environment(),
-                )
-                cpu = cpu_seconds(sut.pid) - cpu_before
-                peak_rss = memory_mb(sut.pid)["VmHWM"]
-        finally:
-            responder.terminate()
-            responder.wait()
+        cpu = cpu_seconds(sut.pid) - cpu_before
+        peak_rss = memory_mb(sut.pid)["VmHWM"]
     try:
         report = json.loads(driven.stdout)
     except ValueError:
@@ -266,6 +277,18 @@ def requests(system: Any, latency_count: int, levels: list[int], count: int) -> 
     report["cpu_s"] = cpu
     report["peak_rss_mb"] = peak_rss
     return report
+
+
+def warm_up(system: Any, kind: str) -> None:
+    """Start once and forward once, unmeasured: Python writes its .pyc files, the page cache fills."""
+    with private_broker() as broker:
+        if kind == "request":
+            with everest_responder(broker.port), started(system, kind, 0, broker.port, probe_topic=TRIGGER_TOPIC,
+                                                         watch_topic=RESULT_TOPIC):
+                pass
+        else:
+            with started(system, kind, 0, broker.port):
+                pass
 
 
 # ---- imports ---------------------------------------------------------------------------------------------
@@ -316,7 +339,3 @@ def import_times(scratch: Path) -> dict[str, Any]:
         "run_ms": run_total / 1000,
         "run_heaviest_ms": [(name, us / 1000) for name, us in heaviest],
     }
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common import BENCH_DIR, FORWARD_TOPIC, HEARTBEAT_TOPIC, MODULE_ID
+from common import BENCH_DIR, CACHE_DIR, FORWARD_TOPIC, HEARTBEAT_TOPIC, MODULE_ID
 
-NODE_RED_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "evflow-bench" / "node-red"
+NODE_RED_CACHE = CACHE_DIR / "node-red"
 NODE_RED_SPEC = "node-red@4"
 
 
@@ -42,6 +42,7 @@ class Running:
     def __init__(self, process: subprocess.Popen[bytes], log_path: Path) -> None:
         self.process = process
         self.log_path = log_path
+        self.stopped = False  # by stop(), not by itself
 
     @property
     def pid(self) -> int:
@@ -57,6 +58,7 @@ class Running:
             return ""
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.stopped = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -126,6 +128,9 @@ class PahoFloor:
 
 
 class NodeRed:
+    """Node-RED 4 on flows from bench/nodered/. Their nodes carry editor coordinates (x, y): Node-RED
+    takes a node without them for a config node, and refuses the flow."""
+
     name = "node-red"
     label = "Node-RED"
     flows = {"forward": "forward.json", "idle": "idle.json", "request": "request.json"}

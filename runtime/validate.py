@@ -132,7 +132,8 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
 
 def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
     config_class = node_class.Config
-    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS and k not in QUEUE_KEYS}
+    engine_keys = _engine_queue_keys(node_class)
+    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS and k not in engine_keys}
     ok = True
     for field in attrs.fields(config_class):
         if field.metadata.get("evflow_secret") and field.name in record.raw:
@@ -160,11 +161,20 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
     return config
 
 
+def _engine_queue_keys(node_class: NodeClass) -> frozenset[str]:
+    """The queue keys the engine reads for this type: those its own config does not define
+    (``mqtt in`` has a queue_size of its own, for its subscription)."""
+    return QUEUE_KEYS - {field.name for field in attrs.fields(node_class.Config)}
+
+
 def _queue_settings(record: NodeRecord, node_class: NodeClass, problem: Any) -> tuple[int | None, str] | None:
-    size = record.data.get("queue_size")
-    overflow = record.data.get("overflow", "block")
+    keys = _engine_queue_keys(node_class)
+    size = record.data.get("queue_size") if "queue_size" in keys else None
+    overflow = record.data.get("overflow", "block") if "overflow" in keys else "block"
     ok = True
-    if (size is not None or "overflow" in record.data) and (issubclass(node_class, ConfigNode) or not node_class.has_input):
+    if (size is not None or ("overflow" in keys and "overflow" in record.data)) and (
+        issubclass(node_class, ConfigNode) or not node_class.has_input
+    ):
         problem(record, "queue_size and overflow apply to nodes that take input", f"{record.path}.queue_size")
         return None
     if size is not None and (type(size) is not int or not 1 <= size <= 1_000_000):
