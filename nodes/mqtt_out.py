@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 from typing import Any
 
 import attrs
@@ -38,7 +39,12 @@ def encode_payload(payload: Any) -> bytes:
         return payload.encode()
     if payload is None:
         return b""
+    if type(payload) in _JSON_SCALARS:  # the common case on a hot path: no converter dispatch
+        return json.dumps(payload).encode()
     return encode_json(payload)
+
+
+_JSON_SCALARS = frozenset({int, float, bool})
 
 
 class MqttOut(Node[MqttOutConfig]):

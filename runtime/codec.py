@@ -255,10 +255,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every call: json.loads with an option builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def load_json(data: bytes | str) -> Any:
     """Parse JSON strictly (UTF-8, no NaN/Infinity), or :class:`CodecError`."""
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        return _DECODER.decode(data.decode("utf-8") if isinstance(data, bytes | bytearray) else data)
     except UnicodeDecodeError:
         raise CodecError(["invalid UTF-8 @ $"]) from None
     except ValueError as exc:  # json.JSONDecodeError, NaN, an integer too long to convert
