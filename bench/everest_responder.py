@@ -61,6 +61,8 @@ def main() -> int:
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     signal.signal(signal.SIGTERM, lambda *_: client.disconnect())
+    # Plain paho from start to end, repeated in each of these programs on purpose: bench/common.py
+    # imports evflow, whose import cost and memory would then be counted in this baseline.
     client.connect(args.host, args.port, keepalive=30)
     client.loop_forever()
     return 0
