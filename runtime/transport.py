@@ -7,8 +7,10 @@ run synchronously inside those calls, in the trio thread, and never block: they 
 and hand messages to bounded channels.
 
 * ``connect()`` blocks in paho (DNS, TCP, TLS handshake), so it runs in a worker thread.
-* ``publish`` writes to the socket at once: no register-write callback is installed, so paho writes
-  directly and only leaves data queued when the socket is full; then the writer task takes over.
+* On TCP and Unix sockets paho talks to a :class:`_BufferedSocket`: one ``recv`` system call takes all
+  the kernel holds and serves paho's byte-by-byte packet reads, and paho's writes collect in a buffer
+  that the writer task sends once per scheduler pass, so a burst of publishes leaves in a few segments
+  rather than one system call (and, with TCP_NODELAY, one segment) per message.
 * After reads, TLS data already decrypted into the SSL buffer is drained (``pending()``), and on TCP
   the ACK is sent at once (``TCP_QUICKACK``): mosquitto keeps Nagle on, and a delayed ACK would hold
   its next packet back by 40 ms (SPEC.md, Brokers).
@@ -56,7 +58,10 @@ log = logging.getLogger("evflow.mqtt")
 
 # Packets handled per readable wake-up before other tasks get a turn.
 _READ_BURST = 64
-_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+# Bytes taken from the kernel per recv; and written data held before paho is told to wait (it then
+# keeps its packets queued until the writer has flushed).
+_RECV_SIZE = 64 * 1024
+_WRITE_BUFFER_LIMIT = 256 * 1024
 _TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
 
@@ -195,6 +200,79 @@ class Subscription:
         await self.aclose()
 
 
+class _BufferedSocket:
+    """The connection's TCP or Unix socket as paho sees it, read and written in bulk.
+
+    paho reads each packet with three or more ``recv`` calls (the first byte, the length one byte at a
+    time, then the rest) and writes each packet with its own ``send``. Here ``recv`` serves those reads
+    from one system call's worth of data, and ``send`` only appends to a buffer that :meth:`flush`
+    (the writer task) sends in one call. paho handles ``BlockingIOError`` from either as it does from
+    a socket: nothing to read yet / try this packet again later.
+    """
+
+    __slots__ = ("sock", "_read_buffer", "_read_position", "_write_buffer", "_write_wanted")
+
+    def __init__(self, sock: socket.socket, write_wanted: Any) -> None:
+        self.sock = sock
+        self._read_buffer = b""
+        self._read_position = 0
+        self._write_buffer = bytearray()
+        self._write_wanted = write_wanted  # called when the buffer turns non-empty
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+    @property
+    def read_pending(self) -> bool:
+        return self._read_position < len(self._read_buffer)
+
+    @property
+    def write_pending(self) -> bool:
+        return bool(self._write_buffer)
+
+    def recv(self, size: int) -> bytes:
+        position = self._read_position
+        buffered = self._read_buffer
+        if position >= len(buffered):
+            buffered = self.sock.recv(_RECV_SIZE)  # BlockingIOError when there is nothing: as paho expects
+            if len(buffered) <= size:
+                return buffered
+            self._read_buffer = buffered
+            position = 0
+        end = position + size
+        self._read_position = end
+        return buffered[position:end]
+
+    def send(self, data: bytes | bytearray) -> int:
+        buffer = self._write_buffer
+        if len(buffer) >= _WRITE_BUFFER_LIMIT:
+            raise BlockingIOError  # paho keeps the packet and offers it again after a flush
+        if not buffer:
+            self._write_wanted()
+        buffer += data
+        return len(data)
+
+    def flush(self) -> bool:
+        """Send what is buffered; True when all of it went (``OSError`` when the connection failed)."""
+        buffer = self._write_buffer
+        while buffer:
+            try:
+                sent = self.sock.send(buffer)
+            except (BlockingIOError, InterruptedError):
+                return False
+            del buffer[:sent]
+        return True
+
+    def close(self) -> None:
+        # paho closes after writing DISCONNECT: let the last bytes go if the socket takes them now.
+        with contextlib.suppress(OSError):
+            self.flush()
+        self.sock.close()
+
+
 @attrs.define(eq=False)
 class _BrokerFilter:
     """A filter subscribed at the broker, shared by the local subscriptions it covers."""
@@ -238,6 +316,7 @@ class MqttClient:
         self._control_acks: dict[int, OneShot[Any]] = {}
         self._publish_acks: dict[int, OneShot[None]] = {}
         self._write_wanted = trio.Event()
+        self._written = trio.Event()  # set each time the writer has sent everything it was given
         self._backlogged: list[Subscription] = []
         # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
         self._exact_routes: dict[str, list[Subscription]] = {}
@@ -441,6 +520,10 @@ class MqttClient:
             return
         self._closing = True
         if self._connected:
+            wire = self._paho.socket()
+            if isinstance(wire, _BufferedSocket) and wire.write_pending:
+                with trio.move_on_after(self.config.connect_timeout):
+                    await self._written.wait()  # what the flow published leaves before DISCONNECT
             self._paho.disconnect()
             self._kick_writer()
             with trio.move_on_after(self.config.connect_timeout):
@@ -460,10 +543,11 @@ class MqttClient:
         started = False
         try:
             sock = await self._open_socket()
+            wire = self._buffer_socket(sock)
             async with trio.open_nursery() as nursery:
                 self._session_scope = nursery.cancel_scope
-                nursery.start_soon(self._read_loop, sock)
-                nursery.start_soon(self._write_loop, sock)
+                nursery.start_soon(self._read_loop, sock, wire)
+                nursery.start_soon(self._write_loop, sock, wire)
                 nursery.start_soon(self._misc_loop)
                 self._kick_writer()
                 try:
@@ -535,6 +619,19 @@ class MqttClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
+    def _buffer_socket(self, sock: Any) -> _BufferedSocket | None:
+        """Put a :class:`_BufferedSocket` between paho and a TCP or Unix socket (TLS sockets read from
+        OpenSSL's own buffer already, and are left as they are)."""
+        if isinstance(sock, ssl.SSLSocket):
+            return None
+        wire = _BufferedSocket(sock, self._want_write)
+        # paho 2.x keeps its socket in `_sock` and offers no hook to wrap it; CONNECT went out
+        # unbuffered in connect() and nothing has been read yet, so the swap loses nothing.
+        self._paho._sock = wire  # type: ignore[assignment]
+        if self._paho.socket() is not wire:
+            raise MqttError("this paho-mqtt version keeps its socket elsewhere: evflow cannot drive it")
+        return wire
+
     def _close_socket(self) -> None:
         sock = self._paho.socket()
         if sock is not None:
@@ -543,21 +640,28 @@ class MqttClient:
 
     # ---- the three loops -------------------------------------------------------------------------
 
-    async def _read_loop(self, sock: Any) -> None:
+    async def _read_loop(self, sock: Any, wire: _BufferedSocket | None) -> None:
         paho_client = self._paho
-        is_tls = isinstance(sock, ssl.SSLSocket)
+        is_tls = wire is None
         quickack = _TCP_QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         try:
             while True:
-                if is_tls and sock.pending():
-                    await trio.lowlevel.checkpoint()  # decrypted bytes wait in the SSL buffer
+                if sock.pending() if is_tls else wire.read_pending:  # type: ignore[union-attr]
+                    # Bytes already taken from the kernel (a TLS record decrypted, or the rest of our
+                    # own read after a full subscriber stopped the burst): epoll would not report them.
+                    await trio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.wait_readable(sock)
                 for _ in range(_READ_BURST):
                     if paho_client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
                         return
-                    if self._backlogged or not _more_to_read(sock, is_tls):
+                    if self._backlogged:
                         break  # a full subscriber: read no further until it has room
+                    if is_tls:
+                        if not sock.pending():  # decrypted data no longer makes the socket readable
+                            break
+                    elif not wire.read_pending:  # type: ignore[union-attr]
+                        break  # the kernel's next bytes wake this loop through epoll
                 if quickack:
                     sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
                 if paho_client.want_write():
@@ -580,18 +684,29 @@ class MqttClient:
             subscription._flush_backlog()
             self._backlogged.pop(0)
 
-    async def _write_loop(self, sock: Any) -> None:
+    async def _write_loop(self, sock: Any, wire: _BufferedSocket | None) -> None:
+        """Once per scheduler pass with something to send: everything written in one go, waiting for
+        the socket only when it is full."""
         paho_client = self._paho
         try:
             while True:
                 await self._write_wanted.wait()
-                await trio.lowlevel.wait_writable(sock)
-                if paho_client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
-                    return
-                if not paho_client.want_write():
-                    self._write_wanted = trio.Event()
-        except (trio.ClosedResourceError, OSError):
+                while True:
+                    # paho's own queue holds packets written from a callback, or refused by a full buffer.
+                    if paho_client.want_write() and (
+                        paho_client.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None
+                    ):
+                        return
+                    if (wire is None or wire.flush()) and not paho_client.want_write():
+                        break
+                    await trio.lowlevel.wait_writable(sock)
+                self._write_wanted = trio.Event()
+                written, self._written = self._written, trio.Event()
+                written.set()
+        except trio.ClosedResourceError:
             return
+        except OSError as exc:  # the buffered bytes could not be sent: the connection is gone
+            self._lost(f"write failed: {exc.strerror or exc}")
 
     async def _misc_loop(self) -> None:
         keepalive = self.config.keepalive
@@ -610,6 +725,9 @@ class MqttClient:
     def _kick_writer(self) -> None:
         if self._paho.want_write():
             self._write_wanted.set()
+
+    def _want_write(self) -> None:
+        self._write_wanted.set()
 
     # ---- subscriptions ---------------------------------------------------------------------------
 
@@ -771,16 +889,4 @@ class MqttClient:
             return
         waiter = self._publish_acks[mid] = OneShot()
         await waiter.wait()
-
-
-def _more_to_read(sock: Any, is_tls: bool) -> bool:
-    if is_tls:
-        # Data decrypted into the SSL buffer no longer makes the socket readable: drain it here.
-        return sock.pending() > 0
-    try:
-        return bool(sock.recv(1, _PEEK_FLAGS))
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True  # let paho's loop_read meet the error and run its disconnect path
 
