@@ -36,6 +36,7 @@ class Catch(Node[CatchConfig]):
 
     type = "catch"
     Config = CatchConfig
+    inline = True
 
     def __init__(self, context: Any, config: CatchConfig) -> None:
         super().__init__(context, config)

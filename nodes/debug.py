@@ -35,6 +35,7 @@ class Debug(Node[DebugConfig]):
 
     type = "debug"
     Config = DebugConfig
+    inline = True
 
     def __init__(self, context: Any, config: DebugConfig) -> None:
         super().__init__(context, config)

@@ -163,6 +163,7 @@ class Filter(Node[FilterConfig]):
 
     type = "filter"
     Config = FilterConfig
+    inline = True
 
     def __init__(self, context: Any, config: FilterConfig) -> None:
         super().__init__(context, config)

@@ -9,7 +9,7 @@ from evflow.runtime.client import ApiClient, HeartbeatSubscription
 from evflow.runtime.transport import Overflow
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message
-from evflow.runtime.nodeapi import Node, number_range, ref
+from evflow.runtime.nodeapi import Node, number_range, one_of, ref
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
 
 
@@ -19,6 +19,8 @@ class HeartbeatConfig:
     api: str = ref("everest-api")
     # seconds without a heartbeat before port 1 reports "lost" (EVerest beats every second by default)
     timeout: float = attrs.field(default=5.0, validator=number_range(above=0))
+    # QoS of the heartbeat subscription: 1 when no beat may be lost between the broker and evflow
+    qos: int = attrs.field(default=0, validator=one_of(0, 1))
 
 
 class Heartbeat(Node[HeartbeatConfig]):
@@ -48,7 +50,7 @@ class Heartbeat(Node[HeartbeatConfig]):
         client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
         self.topic = client.topics.e2m("heartbeat")
         # BLOCK: a flood of beats slows the broker down (TCP) instead of being dropped here.
-        self.beats: HeartbeatSubscription = await client.heartbeats(overflow=Overflow.BLOCK)
+        self.beats: HeartbeatSubscription = await client.heartbeats(qos=self.config.qos, overflow=Overflow.BLOCK)
 
     async def run(self) -> None:
         send = self.context.send
@@ -56,25 +58,32 @@ class Heartbeat(Node[HeartbeatConfig]):
         sequence = HeartbeatSequence()
         liveness = Liveness(self.config.timeout)
         liveness.start(trio.current_time())
-        receive = self.beats.receive
+        receive, receive_nowait = self.beats.receive, self.beats.receive_nowait
+        never = float("inf")
         while True:
+            # One timer per liveness deadline, not per beat: when it fires, beats that came meanwhile
+            # have moved the deadline on, and the loop only re-arms it.
             deadline = liveness.deadline
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                try:
-                    beat = await receive()
-                except InvalidPayload as exc:
-                    await self.context.error(exc)
-                    continue
-                self.received += 1
-                if liveness.beat(trio.current_time()) is LivenessEvent.RESTORED:
-                    await send(new_message({"event": "restored", "beat": beat}, topic), 1)
-                event = sequence.observe(beat)
-                if event.kind is BeatKind.GAP:
-                    await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
-                                            "previous": event.previous}, topic), 1)
-                elif event.kind is BeatKind.RESTARTED:
-                    await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
-                await send(new_message(beat, topic), 0)
-                continue
+            with trio.CancelScope(deadline=never if deadline is None else deadline) as timer:
+                while True:
+                    try:
+                        try:
+                            beat = receive_nowait()  # a burst goes on without a scheduler round trip each
+                        except trio.WouldBlock:
+                            beat = await receive()
+                    except InvalidPayload as exc:
+                        await self.context.error(exc)
+                        continue
+                    self.received += 1
+                    if liveness.beat(trio.current_time()) is LivenessEvent.RESTORED:
+                        timer.deadline = liveness.deadline  # type: ignore[assignment]
+                        await send(new_message({"event": "restored", "beat": beat}, topic), 1)
+                    event = sequence.observe(beat)
+                    if event.kind is BeatKind.GAP:
+                        await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
+                                                "previous": event.previous}, topic), 1)
+                    elif event.kind is BeatKind.RESTARTED:
+                        await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
+                    await send(new_message(beat, topic), 0)
             if liveness.check(trio.current_time()) is LivenessEvent.LOST:
                 await send(new_message({"event": "lost", "timeout": self.config.timeout}, topic), 1)

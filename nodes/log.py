@@ -123,6 +123,7 @@ class Log(Node[LogConfig]):
 
     type = "log"
     Config = LogConfig
+    inline = True
 
     def __init__(self, context: Any, config: LogConfig) -> None:
         super().__init__(context, config)

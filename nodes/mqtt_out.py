@@ -52,6 +52,7 @@ class MqttOut(Node[MqttOutConfig]):
 
     type = "mqtt out"
     Config = MqttOutConfig
+    inline = True
 
     @classmethod
     def outputs(cls, config: MqttOutConfig) -> int:

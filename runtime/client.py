@@ -20,7 +20,7 @@ import trio
 
 from .codec import CodecError, decode_json, dump_json, structure
 from .errors import InvalidPayload, InvalidRequest, NotConnected, RequestTimeout
-from .models.evse_security import HeartbeatId
+from .models.evse_security import U64_MAX, HeartbeatId
 from .oneshot import OneShot
 from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
 from .protocol.envelope import encode_request
@@ -44,9 +44,21 @@ class HeartbeatSubscription:
         self.invalid = 0
 
     async def receive(self) -> HeartbeatId:
-        message = await self.subscription.receive()
+        return self._decode(await self.subscription.receive())
+
+    def receive_nowait(self) -> HeartbeatId:
+        """The next buffered heartbeat id, or :class:`trio.WouldBlock`."""
+        return self._decode(self.subscription.receive_nowait())
+
+    def _decode(self, message: MqttMessage) -> HeartbeatId:
+        payload = message.payload
+        # EVerest writes a plain decimal: read it without the JSON decoder and the converter.
+        if payload.isdigit() and (payload[0] != 0x30 or len(payload) == 1) and len(payload) <= 20:
+            value = int(payload)
+            if value <= U64_MAX:
+                return HeartbeatId(value)
         try:
-            return decode_json(message.payload, HeartbeatId)
+            return decode_json(payload, HeartbeatId)
         except CodecError as exc:
             self.invalid += 1
             raise InvalidPayload(message.topic, exc.problems) from None
@@ -174,7 +186,7 @@ class ApiClient:
         raise RequestTimeout(op.name, deadline)
 
     async def heartbeats(
-        self, *, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST
+        self, *, qos: int = 0, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST
     ) -> HeartbeatSubscription:
         """Subscribe to EVerest's heartbeat (returns once the broker granted it).
 
@@ -182,7 +194,7 @@ class ApiClient:
         about liveness, and a stalled consumer must not hold up the replies on this connection.
         """
         subscription = await self.mqtt.subscribe(
-            self.topics.e2m(HEARTBEAT), qos=0, max_buffer=max_buffer, overflow=overflow
+            self.topics.e2m(HEARTBEAT), qos=qos, max_buffer=max_buffer, overflow=overflow
         )
         return HeartbeatSubscription(subscription)
 

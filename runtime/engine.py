@@ -4,6 +4,10 @@ Each node with input is one or more worker tasks reading a bounded memory channe
 on the target's channel, so a slow node holds back its senders instead of growing a queue. Messages
 are frozen, so fan-out hands the same object to every target.
 
+A node type declared ``inline`` (its ``receive`` only computes and sends) is run in the sender's task
+when it is idle and nothing waits in its queue: a chain like mqtt in → filter → mqtt out then costs no
+task switch per message, while order, one-at-a-time delivery and backpressure stay as with the queue.
+
 Start and stop are phases with barriers between them (Node-RED's stop has none):
 
 * start: config nodes serve (in dependency order) → every node's ``start`` → sources run;
@@ -69,33 +73,60 @@ class _Host:
     log_error: Any = None
     log_drop: Any = None
     taps: list[trio.MemorySendChannel[tuple[int, Message]]] = attrs.field(factory=list)
+    # For an inline node: whether a message is being handled (inline or by its worker), how many wait
+    # in its queue (sent, not yet started), and its worker parked while an inline run finishes.
+    inline: bool = False
+    busy: bool = False
+    queued: int = 0
+    idle: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
 
     async def send(self, msg: Message, port: int = 0) -> None:
-        engine = self.engine
         if self.taps:
             for tap in self.taps:
                 tap.send_nowait((port, msg))  # a tool's view: sized by the tool, never blocks the flow
         waited = False
         for target in self.outputs[port]:
-            engine._in_flight += 1
-            if target.blocking:
-                try:
-                    await target.inbox.send(msg)  # type: ignore[union-attr]
-                except BaseException:  # not delivered (cancelled at shutdown): not in flight either
-                    engine._in_flight -= 1
-                    raise
-                waited = True
-            else:
-                target._offer(msg)
+            waited = await target.deliver(msg) or waited
         if not waited:
             # Still honour cancellation, without the full scheduler round trip of a checkpoint.
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def deliver(self, msg: Message) -> bool:
+        """Hand ``msg`` to this node: run it here when inline and idle, else queue it (waiting while
+        the queue is full, or by the drop policy). True when it went through a checkpoint."""
+        engine = self.engine
+        engine._in_flight += 1
+        if self.inline and not self.busy and not self.queued:
+            self.busy = True
+            try:
+                await self.instance.receive(msg)
+            except Exception as exc:  # as in a worker: routed, and the flow goes on
+                await engine._route_error(self, exc, msg)
+            finally:
+                self.busy = False
+                engine._done_one()
+                if self.idle:
+                    self.idle.unpark()
+            return False
+        if self.blocking:
+            self.queued += 1
+            try:
+                await self.inbox.send(msg)  # type: ignore[union-attr]
+            except BaseException:  # not delivered (cancelled at shutdown): not in flight either
+                self.queued -= 1
+                engine._in_flight -= 1
+                engine.abandoned_at_stop += 1
+                raise
+            return True
+        self._offer(msg)
+        return False
 
     def _offer(self, msg: Message) -> None:
         """Deliver without waiting, by this node's drop policy (counted and logged, never silent)."""
         assert self.inbox is not None and self.inbox_out is not None
         try:
             self.inbox.send_nowait(msg)
+            self.queued += 1
             return
         except trio.WouldBlock:
             pass
@@ -141,6 +172,8 @@ class FlowEngine:
         self.close_timeout = close_timeout
         self.errors_logged = 0
         self.errors_routed = 0
+        # Messages a sender was still handing on (waiting on a full queue) when it was cancelled at stop.
+        self.abandoned_at_stop = 0
         self._in_flight = 0
         self._draining = False
         self._drained = trio.Event()
@@ -156,9 +189,13 @@ class FlowEngine:
                     redaction.add(value)
             logger = logging.getLogger(f"evflow.node.{planned.type}")
             node_log = _NodeLog(logger, {"node": planned.name or planned.id})
+            node_class = planned.node_class
             self._hosts[planned.id] = _Host(
                 self, planned, planned.id, planned.type, planned.name, planned.tab, node_log,
                 blocking=planned.overflow == "block",
+                # A node with a drop policy would rather drop than hold its sender: it keeps its queue.
+                inline=not planned.is_config and getattr(node_class, "inline", False)
+                and planned.overflow == "block" and node_class.concurrency_of(planned.config) == 1,
                 log_error=RateLimitedLog(node_log, logging.ERROR),  # type: ignore[arg-type]
                 log_drop=RateLimitedLog(node_log, logging.WARNING),  # type: ignore[arg-type]
             )
@@ -188,8 +225,8 @@ class FlowEngine:
         host = self._hosts[node_id]
         if host.inbox is None:
             raise ValueError(f"{host.node_type} {node_id!r} takes no input")
-        self._in_flight += 1
-        await host.inbox.send(msg)
+        if not await host.deliver(msg):
+            await trio.lowlevel.checkpoint()
 
     # ---- run -------------------------------------------------------------------------------------
 
@@ -209,6 +246,9 @@ class FlowEngine:
             async with trio.open_nursery() as workers:
                 for host in node_hosts:
                     if host.inbox_out is not None:
+                        if host.inline:
+                            workers.start_soon(self._work_inline, host, host.inbox_out.clone())
+                            continue
                         for _ in range(max(1, host.plan.node_class.concurrency_of(host.plan.config))):
                             workers.start_soon(self._work, host, host.inbox_out.clone())
                 await _start_all(node_hosts)
@@ -242,6 +282,8 @@ class FlowEngine:
             if counters:
                 report[host.node_id] = counters
         report["engine"] = {"errors_logged": self.errors_logged, "errors_routed": self.errors_routed}
+        if self.abandoned_at_stop:
+            report["engine"]["abandoned_at_stop"] = self.abandoned_at_stop
         return report
 
     def _log_stats(self) -> None:
@@ -265,11 +307,29 @@ class FlowEngine:
         node: Node[Any] = host.instance
         async with inbox:
             async for msg in inbox:
+                host.queued -= 1
                 try:
                     await node.receive(msg)
                 except Exception as exc:  # one bad message never stops the flow: route it
                     await self._route_error(host, exc, msg)
                 finally:
+                    self._done_one()
+
+    async def _work_inline(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
+        """The queue of an inline node: what arrived while it was busy, in order."""
+        node: Node[Any] = host.instance
+        async with inbox:
+            async for msg in inbox:
+                while host.busy:  # an inline run in a sender's task; it unparks us when done
+                    await host.idle.park()
+                host.busy = True
+                host.queued -= 1
+                try:
+                    await node.receive(msg)
+                except Exception as exc:
+                    await self._route_error(host, exc, msg)
+                finally:
+                    host.busy = False
                     self._done_one()
 
     def _done_one(self) -> None:
@@ -349,15 +409,7 @@ class FlowEngine:
         catchers = self._catchers_of(host)
         if catchers:
             for catcher in catchers:
-                self._in_flight += 1
-                if catcher.blocking:
-                    try:
-                        await catcher.inbox.send(failed)  # type: ignore[union-attr]
-                    except BaseException:
-                        self._in_flight -= 1
-                        raise
-                else:
-                    catcher._offer(failed)
+                await catcher.deliver(failed)
             return
         self.errors_logged += 1
         host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log

@@ -173,7 +173,7 @@ async def test_heartbeats_and_communication_check(mqtt: MqttClient, everest: Eve
     async with trio.open_nursery() as nursery:
         client = await start_client(nursery, mqtt)
         beats = await client.heartbeats()
-        for payload in (b"0", b"1", b"18446744073709551615", b'"2"', b"18446744073709551616", b"3"):
+        for payload in (b"0", b"1", b"18446744073709551615", b'"2"', b"18446744073709551616", b"3", b"007", b" 4 "):
             everest.publish_raw(f"{BASE}/e2m/heartbeat", payload)
         with trio.fail_after(10):
             assert [await beats.receive() for _ in range(3)] == [0, 1, 2**64 - 1]
@@ -182,6 +182,10 @@ async def test_heartbeats_and_communication_check(mqtt: MqttClient, everest: Eve
             with pytest.raises(InvalidPayload, match=r"0..2\^64-1"):
                 await beats.receive()
             assert await beats.receive() == 3
+            with pytest.raises(InvalidPayload):  # not JSON: leading zeros
+                await beats.receive()
+            assert await beats.receive() == 4  # JSON with white space around it
+            assert beats.invalid == 3
             await client.communication_check(True)
             received = await everest.received.receive()
         assert (received.topic, received.payload) == (f"{BASE}/m2e/communication_check", b"true")

@@ -105,6 +105,7 @@ class SlowStart(Node[NoConfig]):
 @attrs.frozen
 class BurstConfig:
     count: int
+    start: int = 0
 
 
 class Burst(Node[BurstConfig]):
@@ -116,15 +117,48 @@ class Burst(Node[BurstConfig]):
     has_input = False
 
     async def run(self) -> None:
-        for index in range(self.config.count):
+        for index in range(self.config.start, self.config.start + self.config.count):
             await self.send(Message(index))
 
 
-TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst)
+class InlinePass(Node[NoConfig]):
+    """Inline: passes messages on, recording the task each ran in and whether two ever overlapped."""
+
+    type = "inline-pass"
+    Config = NoConfig
+    inline = True
+    tasks: list[trio.lowlevel.Task] = []
+    active = 0
+    most_active = 0
+
+    async def receive(self, msg: Message) -> None:
+        cls = InlinePass
+        cls.active += 1
+        cls.most_active = max(cls.most_active, cls.active)
+        cls.tasks.append(trio.lowlevel.current_task())
+        try:
+            if msg.payload == "bad":
+                raise ValueError("bad payload")
+            await self.send(msg)
+        finally:
+            cls.active -= 1
+
+
+class InlineFailWithPort(InlinePass):
+    type = "inline-fail-port"
+    error_port = 1
+
+    @classmethod
+    def outputs(cls, config: NoConfig) -> int:
+        return 2
+
+
+TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort)
 
 
 @pytest.fixture(autouse=True)
 def gates() -> None:
+    InlinePass.tasks, InlinePass.active, InlinePass.most_active = [], 0, 0
     GATES.clear()
     GATES["gate"] = trio.Event()
     GATES["ready"] = trio.Event()
@@ -296,3 +330,63 @@ async def test_drop_policies_count_what_they_drop(tmp_path: Path) -> None:
     # Each gate holds the first message; its queue keeps 2: the first two or the last two after it.
     assert newest == [0, 1, 2] and kit.engine.host("newest").dropped == 7
     assert oldest == [0, 8, 9] and kit.engine.host("oldest").dropped == 7
+
+
+# ---- inline nodes --------------------------------------------------------------------------------
+
+async def test_an_idle_inline_node_runs_in_the_senders_task(tmp_path: Path) -> None:
+    flow = [burst(["pass"], 20), node("pass", "inline-pass", [["out"]]), node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        payloads = [(await kit.next("out")).payload for _ in range(20)]
+        workers = {host.node_id: host for host in [kit.engine.host("pass")]}
+    assert payloads == list(range(20))
+    # Nothing was ever queued for it: every message ran in the source's task, none in its worker.
+    assert len(set(InlinePass.tasks)) == 1 and "_run_source" in InlinePass.tasks[0].name
+    assert workers["pass"].queued == 0
+
+
+async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Two sources feed one inline node that waits on a full queue behind it (a closed gate): the
+    # second source finds it busy and queues; nothing overlaps, nothing is reordered or lost.
+    flow = [node("a", "burst", [["pass"]], count=30), node("b", "burst", [["pass"]], count=30, start=100),
+            node("pass", "inline-pass", [["gate"]]), node("gate", "gate", [["out"]], queue_size=1),
+            node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=4) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.engine.host("pass").queued > 0  # held back: some wait in its queue
+        GATES["gate"].set()
+        payloads = [(await kit.next("out")).payload for _ in range(60)]
+    assert InlinePass.most_active == 1
+    assert [p for p in payloads if p < 100] == list(range(30))
+    assert [p for p in payloads if p >= 100] == list(range(100, 130))
+    names = [task.name for task in InlinePass.tasks]  # run inline by the sources and by its own worker
+    assert any("_run_source" in name for name in names) and any("_work_inline" in name for name in names)
+
+
+async def test_an_inline_nodes_failure_is_routed_as_its_own(tmp_path: Path) -> None:
+    flow = [node("bad", "inject", [["f"]], payload="bad", once=True),
+            node("f", "inline-fail-port", [["ok"], ["failed"]]),
+            node("ok", "collect"), node("failed", "collect"),
+            node("good", "inject", [["f"]], payload="good", once=True)]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        failed = await kit.next("failed")
+        assert (await kit.next("ok")).payload == "good"
+    assert failed.error is not None and (failed.error.source_id, failed.error.kind) == ("f", "ValueError")
+    assert kit.engine._in_flight == 0
+
+
+async def test_an_inline_node_with_a_drop_policy_keeps_its_queue(tmp_path: Path) -> None:
+    # Run inline, it would hold the source back; with a drop policy it drops instead, as queued nodes do.
+    flow = [burst(["pass"], 10), node("pass", "inline-pass", [["gate"]], queue_size=2, overflow="drop-newest"),
+            node("gate", "gate", [["out"]], queue_size=1), node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        GATES["gate"].set()
+        dropped = kit.engine.host("pass").dropped
+        payloads = [(await kit.next("out")).payload for _ in range(10 - dropped)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.nothing_more("out")
+    assert dropped > 0 and payloads == sorted(payloads)
+    assert not kit.engine.host("pass").inline

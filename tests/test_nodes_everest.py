@@ -62,16 +62,38 @@ async def test_unanswered_request_fails_on_port_1(tmp_path: Path, broker: Mosqui
 
 
 async def test_heartbeat_lost_and_restored(tmp_path: Path, broker: MosquittoBroker) -> None:
-    flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.3),
+    flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.3, qos=1),
                            n("beats", "collect"), n("events", "collect")]
     async with EverestStandIn(broker.host, broker.port, MODULE) as everest, running_flow(tmp_path, flow) as kit:
+        assert kit.engine.node("hb").beats.subscription.qos == 1
         lost = await kit.next("events")  # nothing within 0.3 s of the start
         everest.heartbeat(7)
         restored = await kit.next("events")
         beat = await kit.next("beats")
+        lost_again = await kit.next("events")  # the timer is armed again after the restore
     assert lost.payload == {"event": "lost", "timeout": 0.3}
     assert restored.payload == {"event": "restored", "beat": 7}
+    assert lost_again.payload == lost.payload
     assert beat.payload == 7 and beat.topic.endswith(f"/{MODULE}/e2m/heartbeat")
+
+
+async def test_heartbeats_within_the_timeout_keep_it_alive(
+    tmp_path: Path, broker: MosquittoBroker, mock_clock: trio.testing.MockClock
+) -> None:
+    flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.5),
+                           n("beats", "collect"), n("events", "collect")]
+    async with EverestStandIn(broker.host, broker.port, MODULE) as everest, running_flow(tmp_path, flow) as kit:
+        # A beat every 0.4 s of (mock) time for three timeouts: never 0.5 s without one.
+        for beat in range(4):
+            everest.heartbeat(beat)
+            assert (await kit.next("beats")).payload == beat
+            await trio.testing.wait_all_tasks_blocked()
+            mock_clock.jump(0.4)
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.nothing_more("events")
+        mock_clock.jump(0.1)  # and when they stop, it notices
+        lost = await kit.next("events")
+    assert lost.payload == {"event": "lost", "timeout": 0.5}
 
 
 async def test_keepalive_on_input_at_most_once_per_interval(tmp_path: Path, broker: MosquittoBroker) -> None:
