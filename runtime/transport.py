@@ -356,7 +356,8 @@ class MqttClient:
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
-        client.on_publish = self._on_publish
+        # on_publish is set only while a PUBACK is awaited (see _await_puback): with it set, paho builds
+        # an MQTT 5 reason code and properties object for every QoS 0 message it writes.
         client.on_socket_close = self._on_socket_close
         # A logger of this client's own, outside logging's registry, that formats nothing below ERROR.
         paho_log = logging.Logger("evflow.mqtt.paho", logging.ERROR)
@@ -401,7 +402,10 @@ class MqttClient:
             waiter.set(None)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
-        waiter = self._publish_acks.pop(mid, None)
+        acks = self._publish_acks
+        waiter = acks.pop(mid, None)
+        if not acks:
+            self._paho.on_publish = None
         if waiter is not None:
             waiter.set(None)
 
@@ -529,6 +533,7 @@ class MqttClient:
             with trio.move_on_after(self.config.connect_timeout):
                 await self._session_done.wait()
         acks, self._publish_acks = self._publish_acks, {}
+        self._paho.on_publish = None
         for waiter in acks.values():
             waiter.fail(NotConnected(f"client of {self.config.address} closed before the broker acknowledged"))
         if self._nursery is not None:
@@ -869,6 +874,11 @@ class MqttClient:
             self._write_wanted.set()
         return info.mid
 
+    def _await_puback(self, mid: int, waiter: OneShot[None]) -> None:
+        if not self._publish_acks:
+            self._paho.on_publish = self._on_publish
+        self._publish_acks[mid] = waiter
+
     def publish_tracked(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> OneShot[None]:
         """Hand a message over and return what completes when it is done: at once for QoS 0, on its
         PUBACK for QoS 1 (or fails with :class:`NotConnected`). Lets a sender keep a window of
@@ -878,7 +888,7 @@ class MqttClient:
         if qos == 0:
             done.set(None)
         else:
-            self._publish_acks[mid] = done
+            self._await_puback(mid, done)
         return done
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
@@ -887,6 +897,7 @@ class MqttClient:
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return
-        waiter = self._publish_acks[mid] = OneShot()
+        waiter: OneShot[None] = OneShot()
+        self._await_puback(mid, waiter)
         await waiter.wait()
 
