@@ -78,7 +78,7 @@ def _spawn(argv: list[str], workdir: Path, env: dict[str, str] | None = None) ->
 
 def _set_qos(nodes: list[dict[str, Any]], qos: int, as_text: bool = False) -> None:
     for node in nodes:
-        if node.get("type") in ("mqtt in", "mqtt out") and "qos" in node:
+        if node.get("type") in ("mqtt in", "mqtt out", "heartbeat") and "qos" in node:
             node["qos"] = str(qos) if as_text else qos
 
 

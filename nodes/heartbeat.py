@@ -43,7 +43,7 @@ class Heartbeat(Node[HeartbeatConfig]):
             return {}
         subscription = self.beats.subscription
         return {"beats": self.received, "invalid": self.beats.invalid, "dropped": subscription.dropped,
-                "unprocessed_at_stop": subscription.statistics().current_buffer_used}
+                "unprocessed_at_stop": subscription.pending}
 
     async def start(self) -> None:
         self.received = 0

@@ -28,6 +28,8 @@ class MqttBrokerConfig:
     connect_timeout: float = attrs.field(default=10.0, validator=number_range(above=0))
     # larger incoming payloads are dropped, counted and logged
     max_payload: int = attrs.field(default=256 * 1024, validator=number_range(1))
+    # QoS 1 messages held unacknowledged for subscribers that are full, before the connection stops reading
+    max_held: int = attrs.field(default=50_000, validator=number_range(1))
 
 
 class MqttBroker(ConfigNode[MqttBrokerConfig]):
@@ -50,7 +52,8 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
     def _broker_config(self) -> BrokerConfig:
         c = self.config
         options: dict[str, object] = {"keepalive": c.keepalive, "username": c.username, "password": c.password,
-                                      "connect_timeout": c.connect_timeout, "max_payload": c.max_payload}
+                                      "connect_timeout": c.connect_timeout, "max_payload": c.max_payload,
+                                      "max_held": c.max_held}
         if c.client_id:
             options["client_id"] = c.client_id
         if parse_broker_url(c.broker).tls:

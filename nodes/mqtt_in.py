@@ -101,5 +101,5 @@ class MqttIn(Node[MqttInConfig]):
 
     async def close(self) -> None:
         # Messages received but not yet taken when the flow stops: reported, not silently gone.
-        self.unprocessed_at_stop = self.subscription.statistics().current_buffer_used
+        self.unprocessed_at_stop = self.subscription.pending
         await self.subscription.aclose()

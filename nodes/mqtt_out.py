@@ -10,7 +10,7 @@ import attrs
 
 from evflow.runtime.codec import encode_json
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, field_check, one_of, ref
+from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
 from evflow.runtime.transport import MqttClient
@@ -28,6 +28,9 @@ class MqttOutConfig:
     allowed_topics: tuple[str, ...] = attrs.field(default=(), validator=field_check(lambda v: [validate_filter(f) for f in v]))
     qos: int = attrs.field(default=0, validator=one_of(0, 1))
     retain: bool = False
+    # QoS 1: messages published and not yet acknowledged by the broker before this node waits for the
+    # oldest acknowledgement (and so holds back the nodes that send to it)
+    window: int = attrs.field(default=100, validator=number_range(1, 1000))
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -83,9 +86,11 @@ class MqttOut(Node[MqttOutConfig]):
             pending.append(done)
             while pending and pending[0].is_set:
                 pending.popleft()
-            # No waiting for the PUBACK here: only the connection's one reader can read it, and that
-            # reader may itself be waiting for this flow to take an incoming message. paho's outgoing
-            # queue is the bound (max_queued; a full one raises, routed as this message's failure).
+            if len(pending) >= config.window:
+                # Backpressure, not a round trip per message: the connection's reader never waits on
+                # this flow for QoS 1 input (it leaves such messages unacknowledged instead), so the
+                # acknowledgements keep coming in while this node waits.
+                await pending.popleft().wait()
 
     async def close(self) -> None:
         while self._unacknowledged:  # what was sent is acknowledged before the broker closes

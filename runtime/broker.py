@@ -114,6 +114,12 @@ class BrokerConfig:
     max_payload: int = 256 * 1024
     # How long the connection's reader waits for a full BLOCK subscriber before dropping its backlog.
     block_timeout: float = 2.0
+    # QoS 1 messages a full BLOCK subscriber may hold unacknowledged while the reader goes on (about
+    # 250 bytes each plus the payload). A broker sends no more than its window of unacknowledged
+    # messages, so this is never reached... except that mosquitto 2.0 widens that window for each
+    # QoS 1 message the client publishes itself: a flow forwarding at QoS 1 gets all a burst at once.
+    # Beyond it the reader stops, as for QoS 0 (block_timeout).
+    max_held: int = 50_000
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max`, with jitter.
     reconnect_min: float = 0.1
     reconnect_max: float = 1.0

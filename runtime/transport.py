@@ -38,7 +38,6 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import attrs
@@ -77,8 +76,12 @@ class MqttMessage(NamedTuple):
 class Overflow(enum.StrEnum):
     """What a subscription does when its consumer falls behind and its buffer is full."""
 
-    # Stop reading from the broker until there is room, for at most the connection's block_timeout
-    # (nothing else on the connection is read meanwhile); a longer stall drops the backlog, counted.
+    # QoS 1: leave the message unacknowledged until there is room (holding up to the connection's
+    # max_held); the broker sends no more than its window of unacknowledged messages, and the
+    # connection goes on reading (replies, acks).
+    # QoS 0: stop reading from the broker until there is room, for at most the connection's
+    # block_timeout (nothing else on the connection is read meanwhile); a longer stall drops the
+    # backlog, counted.
     BLOCK = "block"
     DROP_NEWEST = "drop-newest"  # drop the message that does not fit (counted, logged)
     DROP_OLDEST = "drop-oldest"  # drop the oldest buffered message to make room (counted, logged)
@@ -95,6 +98,24 @@ class TransportStats:
     published: int = 0
 
 
+class _Ack:
+    """The PUBACK owed for one QoS 1 message, sent when no subscription holds the message back any
+    more: each subscription that could not buffer it at once holds it until it can."""
+
+    __slots__ = ("client", "mid", "session", "holds")
+
+    def __init__(self, client: MqttClient, mid: int, session: int) -> None:
+        self.client = client
+        self.mid = mid
+        self.session = session
+        self.holds = 1  # the router's own, released once every subscription has the message
+
+    def release(self) -> None:
+        self.holds -= 1
+        if self.holds == 0:
+            self.client._acknowledge(self.mid, self.session)
+
+
 class Subscription:
     """Messages of one topic filter, in order, through a bounded buffer. Iterate it; ``aclose`` ends it."""
 
@@ -105,7 +126,9 @@ class Subscription:
         self.dropped = 0
         self._client = client
         self._send, self._receive = trio.open_memory_channel[MqttMessage](max_buffer)
-        self._backlog: collections.deque[MqttMessage] = collections.deque()
+        # What did not fit, in order, each with the acknowledgement it holds back (None for QoS 0).
+        self._backlog: collections.deque[tuple[MqttMessage, _Ack | None]] = collections.deque()
+        self._holds_reader = False  # the reader waits for this backlog (a QoS 0 message is in it)
         self._broker_filter: str | None = None
         self._has_wildcard = "+" in topic_filter or "#" in topic_filter
         self._matches = compile_filter(topic_filter)
@@ -117,18 +140,17 @@ class Subscription:
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={self.qos} overflow={self.overflow}>"
 
-    def _deliver(self, message: MqttMessage) -> None:
+    def _deliver(self, message: MqttMessage, ack: _Ack | None) -> None:
         """Called from paho's on_message: never blocks, never raises."""
         if self._backlog:  # keep order behind what waits already
-            self._backlog.append(message)
+            self._hold(message, ack)
             return
         try:
             self._send.send_nowait(message)
             self._stalled = False
         except trio.WouldBlock:
             if self.overflow is Overflow.BLOCK and not self._stalled:
-                self._backlog.append(message)
-                self._client._backlogged.append(self)
+                self._hold(message, ack)
             elif self.overflow is Overflow.DROP_OLDEST:
                 self._receive.receive_nowait()
                 self._send.send_nowait(message)
@@ -137,6 +159,19 @@ class Subscription:
                 self._count_drop()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the consumer closed it; it is being unsubscribed
+
+    def _hold(self, message: MqttMessage, ack: _Ack | None) -> None:
+        self._backlog.append((message, ack))
+        if ack is not None:
+            ack.holds += 1
+        if (ack is None or len(self._backlog) > self._client.config.max_held) and not self._holds_reader:
+            self._holds_reader = True
+            self._client._backlogged.append(self)
+
+    def _pop_backlog(self) -> None:
+        _message, ack = self._backlog.popleft()
+        if ack is not None:
+            ack.release()
 
     def _count_drop(self) -> None:
         self.dropped += 1
@@ -152,37 +187,61 @@ class Subscription:
     async def _drain_backlog(self) -> None:
         try:
             while self._backlog:
-                await self._send.send(self._backlog[0])
-                self._backlog.popleft()
+                await self._send.send(self._backlog[0][0])
+                self._pop_backlog()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._backlog.clear()
+            while self._backlog:
+                self._pop_backlog()
+
+    def _refill(self) -> None:
+        """Move what now fits from the backlog into the buffer (acknowledging it)."""
+        while self._backlog:
+            try:
+                self._send.send_nowait(self._backlog[0][0])
+            except trio.WouldBlock:
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                break
+            self._pop_backlog()
+        while self._backlog:
+            self._pop_backlog()
 
     def _flush_backlog(self) -> None:
         """Hand over what fits now; the rest is dropped, counted and logged (the consumer stalled
         longer than the connection can wait, or the connection ended)."""
-        while self._backlog:
-            try:
-                self._send.send_nowait(self._backlog[0])
-            except trio.WouldBlock:
-                break
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._backlog.clear()
-                return
-            self._backlog.popleft()
+        self._holds_reader = False
+        self._refill()
         if self._backlog:
             self._stalled = True
         while self._backlog:
-            self._backlog.popleft()
+            self._pop_backlog()
             self._count_drop()
 
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet taken (buffered, or waiting in the backlog)."""
+        return self._receive.statistics().current_buffer_used + len(self._backlog)
+
     async def receive(self) -> MqttMessage:
-        return await self._receive.receive()
+        message = await self._receive.receive()
+        if self._backlog and not self._holds_reader:
+            self._refill()
+        return message
 
     def receive_nowait(self) -> MqttMessage:
-        return self._receive.receive_nowait()
+        message = self._receive.receive_nowait()
+        if self._backlog and not self._holds_reader:
+            self._refill()
+        return message
 
-    def __aiter__(self) -> AsyncIterator[MqttMessage]:
-        return self._receive.__aiter__()
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> MqttMessage:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     def statistics(self) -> trio.MemoryChannelStatistics:
         return self._receive.statistics()
@@ -315,6 +374,7 @@ class MqttClient:
         # once); they fail only when the client is closed.
         self._control_acks: dict[int, OneShot[Any]] = {}
         self._publish_acks: dict[int, OneShot[None]] = {}
+        self._session_number = 0  # which connection a received QoS 1 message came on
         self._write_wanted = trio.Event()
         self._written = trio.Event()  # set each time the writer has sent everything it was given
         self._backlogged: list[Subscription] = []
@@ -343,6 +403,10 @@ class MqttClient:
         client.connect_timeout = config.connect_timeout
         client.max_inflight_messages_set(config.max_inflight)
         client.max_queued_messages_set(config.max_queued)
+        # A QoS 1 message is acknowledged when evflow has it buffered, not on arrival: a flow that
+        # falls behind holds the broker back (its window of unacknowledged messages) instead of
+        # blocking the connection's reader or piling up messages.
+        client.manual_ack_set(True)
         if config.username is not None:
             client.username_pw_set(config.username, config.password)
         context = config.effective_tls_context()
@@ -411,29 +475,46 @@ class MqttClient:
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
+        # QoS 1 is acknowledged by us (manual acks), once every subscription has the message buffered.
+        ack = _Ack(self, message.mid, self._session_number) if message.qos else None
         if len(message.payload) > self._max_payload:
             self.stats.oversized += 1
             self._log_undeliverable("dropped a %d-byte message (max_payload %d)", len(message.payload), self._max_payload)
-            return
-        try:
-            topic = message.topic
-        except UnicodeDecodeError:
-            self.stats.undeliverable += 1
-            self._log_undeliverable("dropped a message whose topic is not valid UTF-8")
-            return
+        else:
+            try:
+                topic = message.topic
+            except UnicodeDecodeError:
+                self.stats.undeliverable += 1
+                self._log_undeliverable("dropped a message whose topic is not valid UTF-8")
+            else:
+                self._route(topic, message, ack)
+        if ack is not None:
+            ack.release()
+
+    def _route(self, topic: str, message: paho.MQTTMessage, ack: _Ack | None) -> None:
         delivered = False
-        item = MqttMessage(topic, message.payload, message.qos, message.retain)
         exact = self._exact_routes.get(topic)
         if exact is not None:
+            # The subscription's own string, not paho's fresh copy: one topic object for every message
+            # a subscriber buffers or holds.
+            topic = exact[0].topic_filter
+        item = MqttMessage(topic, message.payload, message.qos, message.retain)
+        if exact is not None:
             for subscription in exact:
-                subscription._deliver(item)
+                subscription._deliver(item, ack)
             delivered = True
         for subscription in self._wildcard_routes:
             if subscription._matches(topic):
-                subscription._deliver(item)
+                subscription._deliver(item, ack)
                 delivered = True
         if not delivered:
             self.stats.undeliverable += 1
+
+    def _acknowledge(self, mid: int, session: int) -> None:
+        # A message of an earlier connection is not acknowledged: that session is gone (clean session),
+        # and its mid may belong to another message now.
+        if session == self._session_number and self._connected:
+            self._paho.ack(mid, 1)
 
     def _lost(self, reason: str) -> None:
         """The connection ended (paho's on_disconnect, or a failed write)."""
@@ -542,6 +623,7 @@ class MqttClient:
     async def _session(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """One connection: open it, handshake, restore subscriptions, serve until it is lost."""
         self._session_done = trio.Event()
+        self._session_number += 1
         self._write_wanted = trio.Event()
         self._handshake = OneShot()
         handshake_error: str | None = None

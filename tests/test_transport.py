@@ -221,3 +221,26 @@ async def test_closed_before_connected_is_a_connect_error() -> None:
                 await nursery.start(client.run)
     finally:
         silent.close()
+
+
+async def test_full_qos1_subscriber_holds_the_broker_back_and_the_connection_reads_on(
+    mqtt: MqttClient, broker: MosquittoBroker
+) -> None:
+    held = await mqtt.subscribe("held", qos=1, max_buffer=4, overflow=Overflow.BLOCK)
+    other = await mqtt.subscribe("other")
+    publisher = MqttClient(BrokerConfig.from_url(broker.url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        for i in range(300):
+            await publisher.publish("held", str(i).encode(), qos=1)  # the broker has them all
+        await publisher.publish("other", b"marker", qos=1)
+        with trio.fail_after(10):
+            # The reader is not stopped by the full subscriber: other messages still come through...
+            assert (await other.receive()).payload == b"marker"
+        # ...and the broker sent only its window beyond what fits: the rest waits on the broker,
+        # unacknowledged by us, rather than in this process or dropped.
+        assert held.pending < 100 and mqtt.stats.received < 100
+        with trio.fail_after(10):
+            received = [int((await held.receive()).payload) for _ in range(300)]
+        assert received == list(range(300)) and held.dropped == 0
+        await publisher.aclose()
