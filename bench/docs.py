@@ -20,8 +20,7 @@ METHOD = """\
   and gets its own mosquitto (`MosquittoBroker`, mosquitto's defaults otherwise). The systems take
   turns within each round; the tables show medians over the rounds.
 - **Forwarding.** Receive EVerest's heartbeat topic → keep payload >= 1000 → publish. evflow runs it
-  with `mqtt in` and with the `heartbeat` node (which subscribes at QoS 0 whatever the leg's QoS, as
-  EVerest publishes heartbeats). `mosquitto_pub -l` publishes N consecutive JSON integers (all >= 1000)
+  with `mqtt in` and with the `heartbeat` node (its `qos` set to the leg's). `mosquitto_pub -l` publishes N consecutive JSON integers (all >= 1000)
   at the leg's QoS, `mosquitto_sub -C N` counts them at the same QoS; the time runs from the start of
   `mosquitto_pub` to the last message counted. Each QoS level is its own process with its flow at that
   QoS. The throughput legs lift mosquitto's `max_queued_messages` limit (1000 per client by default),
@@ -51,8 +50,12 @@ NOTES = """\
 - The machine has two cores, shared by mosquitto, `mosquitto_pub`, `mosquitto_sub` and the system
   under test: absolute rates move from round to round (the medians absorb part of it), the ratios
   between systems of one round less so.
-- The paho floor's peak RSS at QoS 1: paho keeps every outgoing QoS 1 message beyond its 20 in flight
-  in a queue without bound (its default), so a burst lands in its memory; evflow bounds that queue.
+- Peak RSS at QoS 1: mosquitto 2.0 stops honouring its window of 20 unacknowledged messages toward a
+  client that publishes at QoS 1 itself, so the whole burst arrives faster than any of the three
+  forwards it. The paho floor acknowledges on arrival and keeps every outgoing message beyond its 20
+  in flight in a queue without bound (its default); evflow acknowledges a message only once buffered,
+  holds the rest unacknowledged (up to `max_held` on `mqtt-broker`, 50,000) and keeps at most `window`
+  publishes unacknowledged in `mqtt out`: a burst costs it tens of MB less, and nothing is lost.
 - Overload: mosquitto (default config) drops the QoS 0 messages a subscriber does not take beyond its
   per-client queue (its `$SYS/broker/publish/messages/dropped` counts them), so its memory stays small
   ("broker peak MB"); Node-RED reads whatever arrives into its own memory, evflow and the floor stop

@@ -250,6 +250,8 @@ class Subscription:
         """Stop receiving; the broker subscription ends when no other subscription needs it."""
         self._receive.close()
         self._send.close()
+        while self._backlog:  # acknowledged, or the broker would keep them in its window for good
+            self._pop_backlog()
         await self._client._unsubscribe(self)
 
     async def __aenter__(self) -> Subscription:

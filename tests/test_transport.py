@@ -244,3 +244,4 @@ async def test_full_qos1_subscriber_holds_the_broker_back_and_the_connection_rea
             received = [int((await held.receive()).payload) for _ in range(300)]
         assert received == list(range(300)) and held.dropped == 0
         await publisher.aclose()
+
