@@ -27,7 +27,7 @@ import trio
 from . import redaction
 from .errors import EvflowError
 from .message import Message, NodeError, new_message
-from .nodeapi import ConfigNode, ErrorScope, Node
+from .nodeapi import ConfigNode, ErrorScope
 from .ratelimit import RateLimitedLog
 from .validate import FlowPlan, PlannedNode
 
@@ -97,16 +97,7 @@ class _Host:
         engine = self.engine
         engine._in_flight += 1
         if self.inline and not self.busy and not self.queued:
-            self.busy = True
-            try:
-                await self.instance.receive(msg)
-            except Exception as exc:  # as in a worker: routed, and the flow goes on
-                await engine._route_error(self, exc, msg)
-            finally:
-                self.busy = False
-                engine._done_one()
-                if self.idle:
-                    self.idle.unpark()
+            await self.handle(msg)
             return False
         if self.blocking:
             self.queued += 1
@@ -120,6 +111,20 @@ class _Host:
             return True
         self._offer(msg)
         return False
+
+    async def handle(self, msg: Message) -> None:
+        """Run ``receive`` on one message, in whichever task: one bad message never stops the flow,
+        its failure is routed."""
+        self.busy = True
+        try:
+            await self.instance.receive(msg)
+        except Exception as exc:
+            await self.engine._route_error(self, exc, msg)
+        finally:
+            self.busy = False
+            self.engine._done_one()
+            if self.idle:  # a worker waits for an inline run to end
+                self.idle.unpark()
 
     def _offer(self, msg: Message) -> None:
         """Deliver without waiting, by this node's drop policy (counted and logged, never silent)."""
@@ -246,9 +251,6 @@ class FlowEngine:
             async with trio.open_nursery() as workers:
                 for host in node_hosts:
                     if host.inbox_out is not None:
-                        if host.inline:
-                            workers.start_soon(self._work_inline, host, host.inbox_out.clone())
-                            continue
                         for _ in range(max(1, host.plan.node_class.concurrency_of(host.plan.config))):
                             workers.start_soon(self._work, host, host.inbox_out.clone())
                 await _start_all(node_hosts)
@@ -304,33 +306,12 @@ class FlowEngine:
             ]
 
     async def _work(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
-        node: Node[Any] = host.instance
         async with inbox:
             async for msg in inbox:
-                host.queued -= 1
-                try:
-                    await node.receive(msg)
-                except Exception as exc:  # one bad message never stops the flow: route it
-                    await self._route_error(host, exc, msg)
-                finally:
-                    self._done_one()
-
-    async def _work_inline(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
-        """The queue of an inline node: what arrived while it was busy, in order."""
-        node: Node[Any] = host.instance
-        async with inbox:
-            async for msg in inbox:
-                while host.busy:  # an inline run in a sender's task; it unparks us when done
+                while host.busy and host.inline:  # an inline run in a sender's task unparks us when done
                     await host.idle.park()
-                host.busy = True
                 host.queued -= 1
-                try:
-                    await node.receive(msg)
-                except Exception as exc:
-                    await self._route_error(host, exc, msg)
-                finally:
-                    host.busy = False
-                    self._done_one()
+                await host.handle(msg)
 
     def _done_one(self) -> None:
         self._in_flight -= 1

@@ -362,7 +362,7 @@ async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
     assert [p for p in payloads if p < 100] == list(range(30))
     assert [p for p in payloads if p >= 100] == list(range(100, 130))
     names = [task.name for task in InlinePass.tasks]  # run inline by the sources and by its own worker
-    assert any("_run_source" in name for name in names) and any("_work_inline" in name for name in names)
+    assert any("_run_source" in name for name in names) and any("FlowEngine._work" in name for name in names)
 
 
 async def test_an_inline_nodes_failure_is_routed_as_its_own(tmp_path: Path) -> None:
