@@ -2,6 +2,7 @@
 
     python bench/profile.py                          # mqtt in flow, QoS 0, 50,000 messages
     python bench/profile.py --flow forward-heartbeat --qos 1 --n 20000 --syscalls
+    python bench/profile.py --flow request --n 20000 --in-flight 64   # the request leg (0: one at a time)
 
 evflow runs as in the bench (fresh mosquitto, `evflow run` on bench/flows/); py-spy samples it from
 outside while the load passes. Prints the CPU per message split by the component
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shutil
 import signal
 import subprocess
@@ -27,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CACHE_DIR, HEARTBEAT_TOPIC, cpu_seconds, private_broker  # noqa: E402
-from legs import THROUGHPUT_BROKER_CONFIG, _counter, load_file, started  # noqa: E402
-from systems import Evflow, PahoFloor  # noqa: E402
+from common import BENCH_DIR, CACHE_DIR, HEARTBEAT_TOPIC, RESULT_TOPIC, TRIGGER_TOPIC, cpu_seconds, private_broker  # noqa: E402
+from legs import THROUGHPUT_BROKER_CONFIG, _counter, everest_responder, load_file, started  # noqa: E402
+from systems import Evflow, PahoFloor, user_environment  # noqa: E402
 
 TOOLS_VENV = CACHE_DIR / "tools-venv"
 
@@ -46,7 +48,9 @@ COMPONENTS = [
     ("evflow message", ["runtime/message.py"]),
     ("filter node", ["nodes/filter.py", "nodes/_paths.py"]),
     ("mqtt in node", ["nodes/mqtt_in.py"]),
-    ("mqtt out node", ["nodes/mqtt_out.py", "protocol/topics.py", "runtime/oneshot.py"]),
+    ("mqtt out node", ["nodes/mqtt_out.py", "protocol/topics.py"]),
+    ("request node + client", ["nodes/everest_requests.py", "protocol/requests.py", "protocol/envelope.py",
+                               "runtime/oneshot.py"]),
     ("heartbeat node + client", ["nodes/heartbeat.py", "runtime/client.py", "protocol/heartbeat.py"]),
     ("engine (wires, workers)", ["runtime/engine.py"]),
     ("trio channels", ["trio/_channel.py"]),
@@ -86,11 +90,39 @@ def component_of(frames: list[str]) -> str:
     return "other"
 
 
+def forward_load(port: int, qos: int, n: int, scratch: Path) -> int:
+    """Publish ``n`` heartbeats at once; the number forwarded."""
+    counted = scratch / "counted.txt"
+    counter = _counter(port, qos, n, counted)
+    with open(load_file(scratch, n), "rb") as lines:
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", HEARTBEAT_TOPIC,
+                        "-q", str(qos), "-l"], stdin=lines, check=True)
+    waiter = threading.Thread(target=counter.wait)
+    waiter.start()
+    waiter.join(60)
+    if waiter.is_alive():  # messages lost: stop counting
+        counter.terminate()
+        waiter.join()
+    return counted.read_bytes().count(b"received PUBLISH")
+
+
+def drive_requests(port: int, n: int, in_flight: int) -> int:
+    """``n`` requests through the request flow, ``in_flight`` at once (0: one at a time); the number answered."""
+    shape = ["--latency-count", str(n), "--levels", ""] if in_flight == 0 else \
+        ["--latency-count", "1", "--levels", str(in_flight), "--count", str(n)]
+    driven = subprocess.run([sys.executable, str(BENCH_DIR / "request_driver.py"), "--port", str(port), *shape],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=user_environment())
+    print(f"request driver: {driven.stdout.strip()}")
+    return n if driven.returncode == 0 else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--system", default="evflow", choices=["evflow", "paho"],
                         help="paho: the floor under the same profiler, for comparison")
-    parser.add_argument("--flow", default="forward", choices=["forward", "forward-heartbeat"])
+    parser.add_argument("--flow", default="forward", choices=["forward", "forward-heartbeat", "request"])
+    parser.add_argument("--in-flight", type=int, default=64,
+                        help="request flow: triggers kept in flight (0: one at a time, the latency leg)")
     parser.add_argument("--qos", type=int, default=0, choices=(0, 1))
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -99,46 +131,46 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=CACHE_DIR / "profile", help="where the collapsed stacks go")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stacks_path = args.out / f"{args.system}-{args.flow}-qos{args.qos}.collapsed.txt"
+    shape = f"inflight{args.in_flight}" if args.flow == "request" else f"qos{args.qos}"
+    stacks_path = args.out / f"{args.system}-{args.flow}-{shape}.collapsed.txt"
     system = Evflow() if args.system == "evflow" else PahoFloor()
     spy = py_spy()
 
-    with tempfile.TemporaryDirectory() as scratch_dir, private_broker(*THROUGHPUT_BROKER_CONFIG) as broker:
+    with tempfile.TemporaryDirectory() as scratch_dir, contextlib.ExitStack() as stack:
         scratch = Path(scratch_dir)
-        with started(system, args.flow, args.qos, broker.port) as (sut, _start_s):
-            # Blocking sampling (py-spy pauses evflow for each sample): --nonblocking reads stacks
-            # while they change and charges frames to callers they never had.
-            sampler = subprocess.Popen([spy, "record", "--pid", str(sut.pid), "--rate", str(args.rate),
-                                        "--nolineno", "--format", "raw", "--output", str(stacks_path)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            tracer = None
-            if args.syscalls:
-                tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(sut.pid)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(1.0)  # attached
-            counted = scratch / "counted.txt"
-            counter = _counter(broker.port, args.qos, args.n, counted)
-            cpu_before, began = cpu_seconds(sut.pid), time.monotonic()
-            kernel_before = kernel_counters(sut.pid)
-            with open(load_file(scratch, args.n), "rb") as lines:
-                subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-t", HEARTBEAT_TOPIC,
-                                "-q", str(args.qos), "-l"], stdin=lines, check=True)
-            waiter = threading.Thread(target=counter.wait)
-            waiter.start()
-            waiter.join(60)
-            if waiter.is_alive():  # messages lost: stop counting
-                counter.terminate()
-                waiter.join()
-            elapsed = time.monotonic() - began
-            cpu = cpu_seconds(sut.pid) - cpu_before
-            kernel = {key: value - kernel_before[key] for key, value in kernel_counters(sut.pid).items()}
-            received = counted.read_bytes().count(b"received PUBLISH")
-            syscall_table = ""
-            if tracer is not None:
-                tracer.send_signal(signal.SIGINT)
-                syscall_table = tracer.communicate()[1]
-            sampler.send_signal(signal.SIGINT)
-            sampler.wait()
+        if args.flow == "request":  # mosquitto's default config, as on a gateway and in the bench
+            broker = stack.enter_context(private_broker())
+            stack.enter_context(everest_responder(broker.port))
+            sut, _start_s = stack.enter_context(started(system, "request", 0, broker.port, probe_topic=TRIGGER_TOPIC,
+                                                        watch_topic=RESULT_TOPIC))
+        else:
+            broker = stack.enter_context(private_broker(*THROUGHPUT_BROKER_CONFIG))
+            sut, _start_s = stack.enter_context(started(system, args.flow, args.qos, broker.port))
+        # Blocking sampling (py-spy pauses evflow for each sample): --nonblocking reads stacks
+        # while they change and charges frames to callers they never had.
+        sampler = subprocess.Popen([spy, "record", "--pid", str(sut.pid), "--rate", str(args.rate),
+                                    "--nolineno", "--format", "raw", "--output", str(stacks_path)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        tracer = None
+        if args.syscalls:
+            tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(sut.pid)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # attached
+        cpu_before, began = cpu_seconds(sut.pid), time.monotonic()
+        kernel_before = kernel_counters(sut.pid)
+        if args.flow == "request":
+            received = drive_requests(broker.port, args.n, args.in_flight)
+        else:
+            received = forward_load(broker.port, args.qos, args.n, scratch)
+        elapsed = time.monotonic() - began
+        cpu = cpu_seconds(sut.pid) - cpu_before
+        kernel = {key: value - kernel_before[key] for key, value in kernel_counters(sut.pid).items()}
+        syscall_table = ""
+        if tracer is not None:
+            tracer.send_signal(signal.SIGINT)
+            syscall_table = tracer.communicate()[1]
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait()
 
     samples: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()

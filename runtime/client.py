@@ -110,14 +110,12 @@ class ApiClient:
         return self._table.open_count
 
     async def run(self, *, task_status: trio.TaskStatus[ApiClient] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe to the replies, report ready, then dispatch replies until cancelled."""
-        replies = await self.mqtt.subscribe(self._table.reply_filter, qos=0, max_buffer=256)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._fail_requests_on_connection_loss)
+        """Subscribe to the replies, report ready, then serve until cancelled."""
+        # Replies are dispatched as the connection reads them: completing a waiting request is all
+        # there is to do, and a task in between would cost a wake-up per reply.
+        async with await self.mqtt.subscribe_callback(self._table.reply_filter, self._dispatch_reply, qos=0):
             task_status.started(self)
-            async with replies:
-                async for message in replies:
-                    self._dispatch_reply(message)
+            await self._fail_requests_on_connection_loss()
 
     def _dispatch_reply(self, message: MqttMessage) -> None:
         outcome = self._table.receive(message.topic, message.payload)

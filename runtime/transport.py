@@ -8,8 +8,9 @@ and hand messages to bounded channels.
 
 * ``connect()`` blocks in paho (DNS, TCP, TLS handshake), so it runs in a worker thread.
 * On TCP and Unix sockets paho talks to a :class:`_BufferedSocket`: one ``recv`` system call takes all
-  the kernel holds and serves paho's byte-by-byte packet reads, and paho's writes collect in a buffer
-  that the writer task sends once per scheduler pass, so a burst of publishes leaves in a few segments
+  the kernel holds and serves paho's byte-by-byte packet reads. A packet written while the writer task
+  is idle goes out at once (no scheduler pass of delay for a lone request); what follows it collects in
+  a buffer that the writer sends in the next pass, so a burst of publishes leaves in a few segments
   rather than one system call (and, with TCP_NODELAY, one segment) per message.
 * After reads, TLS data already decrypted into the SSL buffer is drained (``pending()``), and on TCP
   the ACK is sent at once (``TCP_QUICKACK``): mosquitto keeps Nagle on, and a delayed ACK would hold
@@ -38,6 +39,7 @@ import logging
 import random
 import socket
 import ssl
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import attrs
@@ -51,7 +53,7 @@ from .oneshot import OneShot
 from .protocol.topics import compile_filter, filter_covers, validate_filter
 from .ratelimit import RateLimitedLog
 
-__all__ = ["MqttClient", "MqttMessage", "Overflow", "Subscription", "TransportStats"]
+__all__ = ["CallbackSubscription", "MqttClient", "MqttMessage", "Overflow", "Subscription", "TransportStats"]
 
 log = logging.getLogger("evflow.mqtt")
 
@@ -95,6 +97,7 @@ class TransportStats:
     dropped: int = 0  # by full DROP_* subscriptions
     undeliverable: int = 0  # topic not valid UTF-8, or matching no subscription
     oversized: int = 0  # payload above max_payload
+    callback_errors: int = 0  # a CallbackSubscription's callback raised (logged)
     published: int = 0
 
 
@@ -261,24 +264,66 @@ class Subscription:
         await self.aclose()
 
 
+class CallbackSubscription:
+    """Messages of one topic filter handed to a callback in the connection's read loop, as they are read.
+
+    For dispatchers whose work per message is small and never waits (an API client completing the
+    request a reply answers): no buffer, no task to wake per message. The callback must not block;
+    an exception it raises is logged and counted (``stats.callback_errors``) and reading goes on.
+    """
+
+    def __init__(self, client: MqttClient, topic_filter: str, qos: int, callback: Callable[[MqttMessage], None]) -> None:
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self.callback = callback
+        self._client = client
+        self._broker_filter: str | None = None
+        self._has_wildcard = "+" in topic_filter or "#" in topic_filter
+        self._matches = compile_filter(topic_filter)
+
+    def __repr__(self) -> str:
+        return f"<CallbackSubscription {self.topic_filter!r} qos={self.qos} callback={self.callback!r}>"
+
+    def _deliver(self, message: MqttMessage, ack: _Ack | None) -> None:
+        """Called from paho's on_message: the message is handled once the callback returns."""
+        try:
+            self.callback(message)
+        except Exception:
+            self._client.stats.callback_errors += 1
+            log.exception("the callback of the subscription to %r failed on a message on %r",
+                          self.topic_filter, message.topic)
+
+    async def aclose(self) -> None:
+        """Stop the callbacks; the broker subscription ends when no other subscription needs it."""
+        await self._client._unsubscribe(self)
+
+    async def __aenter__(self) -> CallbackSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
 class _BufferedSocket:
     """The connection's TCP or Unix socket as paho sees it, read and written in bulk.
 
     paho reads each packet with three or more ``recv`` calls (the first byte, the length one byte at a
     time, then the rest) and writes each packet with its own ``send``. Here ``recv`` serves those reads
-    from one system call's worth of data, and ``send`` only appends to a buffer that :meth:`flush`
-    (the writer task) sends in one call. paho handles ``BlockingIOError`` from either as it does from
+    from one system call's worth of data; ``send`` sends the first packet after the writer task ran
+    at once, and appends what follows to a buffer that :meth:`flush` (the writer task, in the next
+    scheduler pass) sends in one call. paho handles ``BlockingIOError`` from either as it does from
     a socket: nothing to read yet / try this packet again later.
     """
 
-    __slots__ = ("sock", "_read_buffer", "_read_position", "_write_buffer", "_write_wanted")
+    __slots__ = ("sock", "sent_this_pass", "_read_buffer", "_read_position", "_write_buffer", "_write_wanted")
 
     def __init__(self, sock: socket.socket, write_wanted: Any) -> None:
         self.sock = sock
         self._read_buffer = b""
         self._read_position = 0
         self._write_buffer = bytearray()
-        self._write_wanted = write_wanted  # called when the buffer turns non-empty
+        self._write_wanted = write_wanted  # called when the buffer turns non-empty, or on a direct send
+        self.sent_this_pass = False  # a send went out directly since the writer last ran
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -309,10 +354,22 @@ class _BufferedSocket:
 
     def send(self, data: bytes | bytearray) -> int:
         buffer = self._write_buffer
-        if len(buffer) >= _WRITE_BUFFER_LIMIT:
-            raise BlockingIOError  # paho keeps the packet and offers it again after a flush
         if not buffer:
             self._write_wanted()
+            if not self.sent_this_pass:
+                # The first write since the writer last ran goes out at once: a lone packet (a
+                # request, its result) does not wait a scheduler pass for the writer. What follows
+                # it before the writer runs is gathered into one send.
+                self.sent_this_pass = True
+                try:
+                    sent = self.sock.send(data)
+                except OSError:  # full, or failed: the writer sends it, or reports the failure
+                    sent = 0
+                if sent < len(data):
+                    buffer += memoryview(data)[sent:]
+                return len(data)
+        elif len(buffer) >= _WRITE_BUFFER_LIMIT:
+            raise BlockingIOError  # paho keeps the packet and offers it again after a flush
         buffer += data
         return len(data)
 
@@ -381,8 +438,8 @@ class MqttClient:
         self._written = trio.Event()  # set each time the writer has sent everything it was given
         self._backlogged: list[Subscription] = []
         # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
-        self._exact_routes: dict[str, list[Subscription]] = {}
-        self._wildcard_routes: list[Subscription] = []
+        self._exact_routes: dict[str, list[Subscription | CallbackSubscription]] = {}
+        self._wildcard_routes: list[Subscription | CallbackSubscription] = []
         self._broker_filters: dict[str, _BrokerFilter] = {}
         self._connect_thread_failure: str | None = None
         self._connect_abandoned = False
@@ -789,6 +846,8 @@ class MqttClient:
                     if (wire is None or wire.flush()) and not paho_client.want_write():
                         break
                     await trio.lowlevel.wait_writable(sock)
+                if wire is not None:
+                    wire.sent_this_pass = False
                 self._write_wanted = trio.Event()
                 written, self._written = self._written, trio.Event()
                 written.set()
@@ -839,8 +898,24 @@ class MqttClient:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         subscription = Subscription(self, topic_filter, qos, max_buffer, Overflow(overflow))
+        await self._subscribe_route(subscription)
+        return subscription
+
+    async def subscribe_callback(
+        self, topic_filter: str, callback: Callable[[MqttMessage], None], *, qos: int = 0
+    ) -> CallbackSubscription:
+        """Subscribe ``callback`` (see :class:`CallbackSubscription`); returns after the broker's SUBACK."""
+        validate_filter(topic_filter)
+        if qos not in (0, 1):
+            raise ValueError(f"QoS must be 0 or 1, got {qos}")
+        subscription = CallbackSubscription(self, topic_filter, qos, callback)
+        await self._subscribe_route(subscription)
+        return subscription
+
+    async def _subscribe_route(self, subscription: Subscription | CallbackSubscription) -> None:
         # Route before subscribing: retained messages follow the SUBACK in the same read.
         self._add_route(subscription)
+        topic_filter, qos = subscription.topic_filter, subscription.qos
         try:
             covering = self._covering_filter(topic_filter, qos)
             if covering is None:
@@ -867,7 +942,7 @@ class MqttClient:
         except BaseException:
             self._release(subscription, send_unsubscribe=True)
             raise
-        return subscription
+
     def _covering_filter(self, topic_filter: str, qos: int) -> str | None:
         if topic_filter in self._broker_filters and self._broker_filters[topic_filter].qos >= qos:
             return topic_filter
@@ -893,7 +968,7 @@ class MqttClient:
         if self._broker_filters:
             await self._send_subscribe([(f, state.qos) for f, state in self._broker_filters.items()])
 
-    def _release(self, subscription: Subscription, *, send_unsubscribe: bool) -> str | None:
+    def _release(self, subscription: Subscription | CallbackSubscription, *, send_unsubscribe: bool) -> str | None:
         """Forget ``subscription``; returns the broker filter to unsubscribe when nobody needs it."""
         self._remove_route(subscription)
         broker_filter, subscription._broker_filter = subscription._broker_filter, None
@@ -914,7 +989,7 @@ class MqttClient:
             return None
         return broker_filter
 
-    async def _unsubscribe(self, subscription: Subscription) -> None:
+    async def _unsubscribe(self, subscription: Subscription | CallbackSubscription) -> None:
         broker_filter = self._release(subscription, send_unsubscribe=False)
         if broker_filter is None:
             return
@@ -925,13 +1000,13 @@ class MqttClient:
             with trio.move_on_after(self.config.connect_timeout), contextlib.suppress(NotConnected):
                 await waiter.wait()
 
-    def _add_route(self, subscription: Subscription) -> None:
+    def _add_route(self, subscription: Subscription | CallbackSubscription) -> None:
         if subscription._has_wildcard:
             self._wildcard_routes.append(subscription)
         else:
             self._exact_routes.setdefault(subscription.topic_filter, []).append(subscription)
 
-    def _remove_route(self, subscription: Subscription) -> None:
+    def _remove_route(self, subscription: Subscription | CallbackSubscription) -> None:
         if subscription._has_wildcard:
             if subscription in self._wildcard_routes:
                 self._wildcard_routes.remove(subscription)

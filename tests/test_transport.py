@@ -11,7 +11,7 @@ import trio
 from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.errors import ConnectError, NotConnected, SubscribeError
 from evflow.runtime.mosquitto import MosquittoBroker
-from evflow.runtime.transport import MqttClient, Overflow
+from evflow.runtime.transport import MqttClient, MqttMessage, Overflow
 
 from .conftest import start_broker
 
@@ -245,3 +245,33 @@ async def test_full_qos1_subscriber_holds_the_broker_back_and_the_connection_rea
         assert received == list(range(300)) and held.dropped == 0
         await publisher.aclose()
 
+
+
+async def test_callback_subscription_runs_as_messages_are_read_and_survives_its_own_failure(
+    mqtt: MqttClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[bytes] = []
+
+    def callback(message: MqttMessage) -> None:
+        if message.payload == b"bad":
+            raise ValueError("cannot take this one")
+        seen.append(message.payload)
+
+    handled = await mqtt.subscribe_callback("cb/+", callback)
+    buffered = await mqtt.subscribe("cb/+")
+    for payload in (b"1", b"bad", b"2"):
+        await mqtt.publish("cb/x", payload)
+    with trio.fail_after(5):
+        for expected in (b"1", b"bad", b"2"):
+            assert (await buffered.receive()).payload == expected
+            # Handled in the read loop: done before a buffered subscriber can take the same message.
+            assert expected in seen or expected == b"bad"
+    assert seen == [b"1", b"2"]
+    assert mqtt.stats.callback_errors == 1
+    assert "cannot take this one" in caplog.text and "'cb/+'" in caplog.text
+
+    await handled.aclose()
+    await mqtt.publish("cb/x", b"3")
+    with trio.fail_after(5):
+        assert (await buffered.receive()).payload == b"3"
+    assert seen == [b"1", b"2"]
