@@ -170,17 +170,27 @@ class ApiClient:
         with trio.move_on_after(deadline):
             if wait_for_connection and not self.mqtt.connected:
                 await self.mqtt.wait_connected()
-            async with self._in_flight:
+            # Up to the publish nothing yields to the scheduler unless it must wait (a lone request
+            # goes out in the pass its trigger arrived in); the wait for the reply is the checkpoint.
+            try:
+                self._in_flight.acquire_nowait()
+            except trio.WouldBlock:
+                await self._in_flight.acquire()
+            try:
                 request = self._table.open(op)
                 slot: OneShot[Any] = OneShot()
                 self._replies[request] = slot
                 try:
                     body = encode_request(payload, self.topics.reply_to(request.reply_topic))
-                    await self.mqtt.publish(self._request_topics[op.name], body, self.request_qos)
+                    mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                    if self.request_qos:
+                        await self.mqtt.wait_published(mid)
                     return await slot.wait()
                 finally:
                     del self._replies[request]
                     self._table.abandon(request)  # no-op when it was answered
+            finally:
+                self._in_flight.release()
         raise RequestTimeout(op.name, deadline)
 
     async def heartbeats(

@@ -101,22 +101,10 @@ class TransportStats:
     published: int = 0
 
 
-class _Ack:
-    """The PUBACK owed for one QoS 1 message, sent when no subscription holds the message back any
-    more: each subscription that could not buffer it at once holds it until it can."""
-
-    __slots__ = ("client", "mid", "session", "holds")
-
-    def __init__(self, client: MqttClient, mid: int, session: int) -> None:
-        self.client = client
-        self.mid = mid
-        self.session = session
-        self.holds = 1  # the router's own, released once every subscription has the message
-
-    def release(self) -> None:
-        self.holds -= 1
-        if self.holds == 0:
-            self.client._acknowledge(self.mid, self.session)
+# A QoS 1 message's acknowledgement while a subscription holds it back: its mid, and the number of
+# the connection it came on above the mid's 16 bits, as one int (no object per held message).
+_MID_BITS = 16
+_MID_MASK = (1 << _MID_BITS) - 1
 
 
 class Subscription:
@@ -129,8 +117,9 @@ class Subscription:
         self.dropped = 0
         self._client = client
         self._send, self._receive = trio.open_memory_channel[MqttMessage](max_buffer)
-        # What did not fit, in order, each with the acknowledgement it holds back (None for QoS 0).
-        self._backlog: collections.deque[tuple[MqttMessage, _Ack | None]] = collections.deque()
+        # What did not fit, in order, and beside it the acknowledgement each holds back (None for QoS 0).
+        self._backlog: collections.deque[MqttMessage] = collections.deque()
+        self._backlog_acks: collections.deque[int | None] = collections.deque()
         self._holds_reader = False  # the reader waits for this backlog (a QoS 0 message is in it)
         self._broker_filter: str | None = None
         self._has_wildcard = "+" in topic_filter or "#" in topic_filter
@@ -143,7 +132,7 @@ class Subscription:
     def __repr__(self) -> str:
         return f"<Subscription {self.topic_filter!r} qos={self.qos} overflow={self.overflow}>"
 
-    def _deliver(self, message: MqttMessage, ack: _Ack | None) -> None:
+    def _deliver(self, message: MqttMessage, ack: int | None) -> None:
         """Called from paho's on_message: never blocks, never raises."""
         if self._backlog:  # keep order behind what waits already
             self._hold(message, ack)
@@ -163,18 +152,20 @@ class Subscription:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the consumer closed it; it is being unsubscribed
 
-    def _hold(self, message: MqttMessage, ack: _Ack | None) -> None:
-        self._backlog.append((message, ack))
+    def _hold(self, message: MqttMessage, ack: int | None) -> None:
+        self._backlog.append(message)
+        self._backlog_acks.append(ack)
         if ack is not None:
-            ack.holds += 1
+            self._client._holders += 1
         if (ack is None or len(self._backlog) > self._client.config.max_held) and not self._holds_reader:
             self._holds_reader = True
             self._client._backlogged.append(self)
 
     def _pop_backlog(self) -> None:
-        _message, ack = self._backlog.popleft()
+        self._backlog.popleft()
+        ack = self._backlog_acks.popleft()
         if ack is not None:
-            ack.release()
+            self._client._release_ack(ack)
 
     def _count_drop(self) -> None:
         self.dropped += 1
@@ -190,7 +181,7 @@ class Subscription:
     async def _drain_backlog(self) -> None:
         try:
             while self._backlog:
-                await self._send.send(self._backlog[0][0])
+                await self._send.send(self._backlog[0])
                 self._pop_backlog()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             while self._backlog:
@@ -200,7 +191,7 @@ class Subscription:
         """Move what now fits from the backlog into the buffer (acknowledging it)."""
         while self._backlog:
             try:
-                self._send.send_nowait(self._backlog[0][0])
+                self._send.send_nowait(self._backlog[0])
             except trio.WouldBlock:
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -284,7 +275,7 @@ class CallbackSubscription:
     def __repr__(self) -> str:
         return f"<CallbackSubscription {self.topic_filter!r} qos={self.qos} callback={self.callback!r}>"
 
-    def _deliver(self, message: MqttMessage, ack: _Ack | None) -> None:
+    def _deliver(self, message: MqttMessage, ack: int | None) -> None:
         """Called from paho's on_message: the message is handled once the callback returns."""
         try:
             self.callback(message)
@@ -434,6 +425,10 @@ class MqttClient:
         self._control_acks: dict[int, OneShot[Any]] = {}
         self._publish_acks: dict[int, OneShot[None]] = {}
         self._session_number = 0  # which connection a received QoS 1 message came on
+        # Acknowledgements of QoS 1 messages held back: how many subscriptions held the message being
+        # routed, and for a message more than one of them holds, how many hold it still.
+        self._holders = 0
+        self._shared_acks: dict[int, int] = {}
         self._write_wanted = trio.Event()
         self._written = trio.Event()  # set each time the writer has sent everything it was given
         self._backlogged: list[Subscription] = []
@@ -535,7 +530,7 @@ class MqttClient:
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
         # QoS 1 is acknowledged by us (manual acks), once every subscription has the message buffered.
-        ack = _Ack(self, message.mid, self._session_number) if message.qos else None
+        ack = message.mid | self._session_number << _MID_BITS if message.qos else None
         if len(message.payload) > self._max_payload:
             self.stats.oversized += 1
             self._log_undeliverable("dropped a %d-byte message (max_payload %d)", len(message.payload), self._max_payload)
@@ -548,9 +543,21 @@ class MqttClient:
             else:
                 self._route(topic, message, ack)
         if ack is not None:
-            ack.release()
+            holders, self._holders = self._holders, 0
+            if holders == 0:
+                self._acknowledge(ack)
+            elif holders > 1:
+                self._shared_acks[ack] = holders
 
-    def _route(self, topic: str, message: paho.MQTTMessage, ack: _Ack | None) -> None:
+    def _release_ack(self, ack: int) -> None:
+        """A subscription handed over a message it held: acknowledge it unless another still holds it."""
+        holders = self._shared_acks.pop(ack, 1) - 1
+        if holders:
+            self._shared_acks[ack] = holders
+        else:
+            self._acknowledge(ack)
+
+    def _route(self, topic: str, message: paho.MQTTMessage, ack: int | None) -> None:
         delivered = False
         exact = self._exact_routes.get(topic)
         if exact is not None:
@@ -569,11 +576,11 @@ class MqttClient:
         if not delivered:
             self.stats.undeliverable += 1
 
-    def _acknowledge(self, mid: int, session: int) -> None:
+    def _acknowledge(self, ack: int) -> None:
         # A message of an earlier connection is not acknowledged: that session is gone (clean session),
         # and its mid may belong to another message now.
-        if session == self._session_number and self._connected:
-            self._paho.ack(mid, 1)
+        if ack >> _MID_BITS == self._session_number and self._connected:
+            self._paho.ack(ack & _MID_MASK, 1)
 
     def _lost(self, reason: str) -> None:
         """The connection ended (paho's on_disconnect, or a failed write)."""
@@ -1056,6 +1063,11 @@ class MqttClient:
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return
+        await self.wait_published(mid)
+
+    async def wait_published(self, mid: int) -> None:
+        """Wait for the PUBACK of the QoS 1 message ``mid`` that :meth:`publish_nowait` just handed
+        over (before this task yielded: an acknowledgement that came earlier is not seen)."""
         waiter: OneShot[None] = OneShot()
         self._await_puback(mid, waiter)
         await waiter.wait()

@@ -64,7 +64,7 @@ def test_validate_topic_level_message_names_the_character() -> None:
         validate_topic_level("a/b", "module_id")
 
 
-level = st.sampled_from(["a", "b", "c", "$x"])
+level = st.sampled_from(["a", "b", "c", "$x", ""])
 topics = st.lists(level, min_size=1, max_size=4).map("/".join)
 filters = st.lists(st.sampled_from(["a", "b", "+", "$x"]), min_size=1, max_size=4).flatmap(
     lambda levels: st.sampled_from(["/".join(levels), "/".join([*levels, "#"]), "#"])

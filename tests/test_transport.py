@@ -246,6 +246,41 @@ async def test_full_qos1_subscriber_holds_the_broker_back_and_the_connection_rea
         await publisher.aclose()
 
 
+async def test_a_qos1_message_two_subscriptions_hold_is_acknowledged_when_both_let_it_go(
+    mqtt: MqttClient, broker: MosquittoBroker
+) -> None:
+    stalled = await mqtt.subscribe("both/+", qos=1, max_buffer=4, overflow=Overflow.BLOCK)
+    draining = await mqtt.subscribe("both/x", qos=1, max_buffer=4, overflow=Overflow.BLOCK)
+    marker = await mqtt.subscribe("mark")  # QoS 0: not held back by the broker's window
+    publisher = MqttClient(BrokerConfig.from_url(broker.url))
+    drained: list[int] = []
+
+    async def drain_then_mark() -> int:
+        """Take all `draining` has (handing over what it held), then let a marker pass through the
+        broker; returns the messages received by then."""
+        while draining.pending:
+            drained.append(int((await draining.receive()).payload))
+        await publisher.publish("mark", b"marker", qos=1)
+        assert (await marker.receive()).payload == b"marker"
+        return mqtt.stats.received
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        for i in range(300):
+            await publisher.publish("both/x", str(i).encode(), qos=1)
+        with trio.fail_after(10):
+            first = await drain_then_mark()
+            second = await drain_then_mark()
+        # `stalled` still holds what did not fit, so none of it is acknowledged, though `draining`
+        # handed all of it over: the broker sent nothing after its window (but the second marker).
+        assert second == first + 1 and first < 100
+        with trio.fail_after(10):
+            got = [int((await stalled.receive()).payload) for _ in range(300)]
+            while len(drained) < 300:
+                drained.append(int((await draining.receive()).payload))
+        assert got == list(range(300)) and drained == list(range(300))
+        await publisher.aclose()
+
 
 async def test_callback_subscription_runs_as_messages_are_read_and_survives_its_own_failure(
     mqtt: MqttClient, caplog: pytest.LogCaptureFixture

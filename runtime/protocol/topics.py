@@ -126,6 +126,11 @@ def compile_filter(topic_filter: str) -> Callable[[str], bool]:
             return lambda topic: topic.startswith(prefix) or topic == parent
         return topic_filter.__eq__
     dollar_guard = levels[0] in ("+", "#")
+    if levels[-1] == "+" and "+" not in levels[:-1] and "#" not in levels and not dollar_guard:
+        # "a/b/+" (a reply filter, one per API client): a prefix and no further level.
+        prefix = topic_filter[:-1]
+        start = len(prefix)
+        return lambda topic: topic.startswith(prefix) and topic.find("/", start) == -1
     count = len(levels)
     open_ended = levels[-1] == "#"
 
