@@ -271,8 +271,12 @@ def load_json(data: bytes | str) -> Any:
         raise CodecError(["JSON nested too deeply @ $"]) from None
 
 
+# One encoder for every call, as for decoding: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dump_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODER.encode(value).encode()
 
 
 def decode_json(data: bytes | str, cls: type[T]) -> T:
