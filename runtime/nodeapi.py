@@ -112,7 +112,9 @@ class NodeContext(Protocol):
     log: logging.Logger
 
     async def send(self, msg: Message, port: int = 0) -> None:
-        """Deliver ``msg`` to every node wired to ``port``; waits while a receiver's queue is full."""
+        """Deliver ``msg`` to every node wired to ``port``; waits while a receiver's queue is full.
+
+        Cancellation is checked, but other tasks get a turn only when it has to wait."""
 
     async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
         """Report a failure on ``msg``: routed like an exception raised by ``receive``."""
