@@ -40,7 +40,7 @@ import random
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 import attrs
 import paho.mqtt.client as paho
@@ -107,23 +107,49 @@ _MID_BITS = 16
 _MID_MASK = (1 << _MID_BITS) - 1
 
 
-class Subscription:
+class _Route:
+    """A local subscriber of one topic filter, as the router sees it: what it matches, and the broker
+    subscription it shares. ``_deliver`` takes each matching message; ``aclose`` ends it."""
+
+    def __init__(self, client: MqttClient, topic_filter: str, qos: int) -> None:
+        validate_filter(topic_filter)
+        if qos not in (0, 1):
+            raise ValueError(f"QoS must be 0 or 1, got {qos}")
+        self.topic_filter = topic_filter
+        self.qos = qos
+        self._client = client
+        self._broker_filter: str | None = None
+        self._has_wildcard = "+" in topic_filter or "#" in topic_filter
+        self._matches = compile_filter(topic_filter)
+
+    def _deliver(self, message: MqttMessage, ack: int | None) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Stop delivering; the broker subscription ends when no other subscription needs it."""
+        await self._client._unsubscribe(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class Subscription(_Route):
     """Messages of one topic filter, in order, through a bounded buffer. Iterate it; ``aclose`` ends it."""
 
     def __init__(self, client: MqttClient, topic_filter: str, qos: int, max_buffer: int, overflow: Overflow) -> None:
-        self.topic_filter = topic_filter
-        self.qos = qos
+        super().__init__(client, topic_filter, qos)
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         self.overflow = overflow
         self.dropped = 0
-        self._client = client
         self._send, self._receive = trio.open_memory_channel[MqttMessage](max_buffer)
         # What did not fit, in order, and beside it the acknowledgement each holds back (None for QoS 0).
         self._backlog: collections.deque[MqttMessage] = collections.deque()
         self._backlog_acks: collections.deque[int | None] = collections.deque()
         self._holds_reader = False  # the reader waits for this backlog (a QoS 0 message is in it)
-        self._broker_filter: str | None = None
-        self._has_wildcard = "+" in topic_filter or "#" in topic_filter
-        self._matches = compile_filter(topic_filter)
         self._log_drop = RateLimitedLog(log)
         # Set when the consumer outlasted block_timeout: drop at once (no more waiting) until it
         # takes a message again, so one stuck consumer cannot slow the connection to a crawl.
@@ -246,16 +272,10 @@ class Subscription:
         self._send.close()
         while self._backlog:  # acknowledged, or the broker would keep them in its window for good
             self._pop_backlog()
-        await self._client._unsubscribe(self)
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        await super().aclose()
 
 
-class CallbackSubscription:
+class CallbackSubscription(_Route):
     """Messages of one topic filter handed to a callback in the connection's read loop, as they are read.
 
     For dispatchers whose work per message is small and never waits (an API client completing the
@@ -264,13 +284,8 @@ class CallbackSubscription:
     """
 
     def __init__(self, client: MqttClient, topic_filter: str, qos: int, callback: Callable[[MqttMessage], None]) -> None:
-        self.topic_filter = topic_filter
-        self.qos = qos
+        super().__init__(client, topic_filter, qos)
         self.callback = callback
-        self._client = client
-        self._broker_filter: str | None = None
-        self._has_wildcard = "+" in topic_filter or "#" in topic_filter
-        self._matches = compile_filter(topic_filter)
 
     def __repr__(self) -> str:
         return f"<CallbackSubscription {self.topic_filter!r} qos={self.qos} callback={self.callback!r}>"
@@ -284,15 +299,6 @@ class CallbackSubscription:
             log.exception("the callback of the subscription to %r failed on a message on %r",
                           self.topic_filter, message.topic)
 
-    async def aclose(self) -> None:
-        """Stop the callbacks; the broker subscription ends when no other subscription needs it."""
-        await self._client._unsubscribe(self)
-
-    async def __aenter__(self) -> CallbackSubscription:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 class _BufferedSocket:
@@ -433,8 +439,8 @@ class MqttClient:
         self._written = trio.Event()  # set each time the writer has sent everything it was given
         self._backlogged: list[Subscription] = []
         # Routing: exact filters by topic (one dict lookup), wildcard filters checked in turn.
-        self._exact_routes: dict[str, list[Subscription | CallbackSubscription]] = {}
-        self._wildcard_routes: list[Subscription | CallbackSubscription] = []
+        self._exact_routes: dict[str, list[_Route]] = {}
+        self._wildcard_routes: list[_Route] = []
         self._broker_filters: dict[str, _BrokerFilter] = {}
         self._connect_thread_failure: str | None = None
         self._connect_abandoned = False
@@ -899,11 +905,6 @@ class MqttClient:
         A filter that an existing subscription of this client covers (same or higher QoS) is not
         sent to the broker again: amqtt and NATS would deliver each message once per filter.
         """
-        validate_filter(topic_filter)
-        if qos not in (0, 1):
-            raise ValueError(f"QoS must be 0 or 1, got {qos}")
-        if max_buffer < 1:
-            raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         subscription = Subscription(self, topic_filter, qos, max_buffer, Overflow(overflow))
         await self._subscribe_route(subscription)
         return subscription
@@ -912,14 +913,11 @@ class MqttClient:
         self, topic_filter: str, callback: Callable[[MqttMessage], None], *, qos: int = 0
     ) -> CallbackSubscription:
         """Subscribe ``callback`` (see :class:`CallbackSubscription`); returns after the broker's SUBACK."""
-        validate_filter(topic_filter)
-        if qos not in (0, 1):
-            raise ValueError(f"QoS must be 0 or 1, got {qos}")
         subscription = CallbackSubscription(self, topic_filter, qos, callback)
         await self._subscribe_route(subscription)
         return subscription
 
-    async def _subscribe_route(self, subscription: Subscription | CallbackSubscription) -> None:
+    async def _subscribe_route(self, subscription: _Route) -> None:
         # Route before subscribing: retained messages follow the SUBACK in the same read.
         self._add_route(subscription)
         topic_filter, qos = subscription.topic_filter, subscription.qos
@@ -975,7 +973,7 @@ class MqttClient:
         if self._broker_filters:
             await self._send_subscribe([(f, state.qos) for f, state in self._broker_filters.items()])
 
-    def _release(self, subscription: Subscription | CallbackSubscription, *, send_unsubscribe: bool) -> str | None:
+    def _release(self, subscription: _Route, *, send_unsubscribe: bool) -> str | None:
         """Forget ``subscription``; returns the broker filter to unsubscribe when nobody needs it."""
         self._remove_route(subscription)
         broker_filter, subscription._broker_filter = subscription._broker_filter, None
@@ -996,7 +994,7 @@ class MqttClient:
             return None
         return broker_filter
 
-    async def _unsubscribe(self, subscription: Subscription | CallbackSubscription) -> None:
+    async def _unsubscribe(self, subscription: _Route) -> None:
         broker_filter = self._release(subscription, send_unsubscribe=False)
         if broker_filter is None:
             return
@@ -1007,13 +1005,13 @@ class MqttClient:
             with trio.move_on_after(self.config.connect_timeout), contextlib.suppress(NotConnected):
                 await waiter.wait()
 
-    def _add_route(self, subscription: Subscription | CallbackSubscription) -> None:
+    def _add_route(self, subscription: _Route) -> None:
         if subscription._has_wildcard:
             self._wildcard_routes.append(subscription)
         else:
             self._exact_routes.setdefault(subscription.topic_filter, []).append(subscription)
 
-    def _remove_route(self, subscription: Subscription | CallbackSubscription) -> None:
+    def _remove_route(self, subscription: _Route) -> None:
         if subscription._has_wildcard:
             if subscription in self._wildcard_routes:
                 self._wildcard_routes.remove(subscription)
