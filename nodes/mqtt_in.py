@@ -13,7 +13,7 @@ from evflow.runtime.codec import CodecError, load_json
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.protocol.topics import validate_filter
-from evflow.runtime.transport import MqttClient, Overflow, Subscription
+from evflow.runtime.transport import MqttClient, MqttMessage, Overflow, Subscription
 
 
 class Datatype(enum.StrEnum):
@@ -73,31 +73,58 @@ class MqttIn(Node[MqttInConfig]):
         )
 
     async def run(self) -> None:
-        datatype = self.config.datatype
         send = self.context.send
-        receive, receive_nowait = self.subscription.receive, self.subscription.receive_nowait
-        while True:
-            try:
-                # What is buffered already goes on without a scheduler round trip per message: a
-                # burst is at most the buffer's size, and each send honours cancellation.
-                incoming = receive_nowait()
-            except trio.WouldBlock:
-                incoming = await receive()
-            self.received += 1
-            data = incoming.payload
-            if datatype is Datatype.BYTES:
-                payload: Any = data
-            elif datatype is Datatype.AUTO:
-                payload = _auto(data)
-            else:
+        subscription = self.subscription
+        receive, receive_nowait = subscription.receive, subscription.receive_nowait
+        # While this task waits for input, the connection's read loop hands each message on itself
+        # (`_take`): no wake-up of this task per message. What it cannot hand on at once (a full
+        # queue downstream, an undecodable payload) is buffered and handled here, in order.
+        self._working = True
+        if self.context.can_send_nowait(0):
+            subscription.take = self._take
+        try:
+            while True:
                 try:
-                    payload = load_json(data) if datatype is Datatype.JSON else data.decode("utf-8")
+                    # What is buffered already goes on without a scheduler round trip per message:
+                    # a burst is at most the buffer's size, and each send honours cancellation.
+                    incoming = receive_nowait()
+                except trio.WouldBlock:
+                    self._working = False
+                    incoming = await receive()
+                    self._working = True
+                self.received += 1
+                try:
+                    payload = self._decode(incoming.payload)
                 except (CodecError, UnicodeDecodeError) as exc:
                     self.undecodable += 1
                     problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
-                    await self.context.error(f"{problem} (topic {incoming.topic})", Message(data, incoming.topic))
+                    await self.context.error(f"{problem} (topic {incoming.topic})", Message(incoming.payload, incoming.topic))
                     continue
-            await send(Message(payload, incoming.topic), 0)
+                await send(Message(payload, incoming.topic), 0)
+        finally:
+            subscription.take = None
+
+    def _take(self, incoming: MqttMessage) -> bool:
+        """The read loop's offer of a message: taken when nothing is ahead of it and it goes on at once."""
+        if self._working:
+            return False
+        try:
+            payload = self._decode(incoming.payload)
+        except (CodecError, UnicodeDecodeError):
+            return False  # this task reports it
+        if not self.context.send_nowait(Message(payload, incoming.topic), 0):
+            return False
+        self.received += 1
+        return True
+
+    def _decode(self, data: bytes) -> Any:
+        """The payload per ``datatype`` (CodecError, UnicodeDecodeError when it is not of that type)."""
+        datatype = self.config.datatype
+        if datatype is Datatype.BYTES:
+            return data
+        if datatype is Datatype.AUTO:
+            return _auto(data)
+        return load_json(data) if datatype is Datatype.JSON else data.decode("utf-8")
 
     async def close(self) -> None:
         # Messages received but not yet taken when the flow stops: reported, not silently gone.

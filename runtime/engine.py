@@ -64,6 +64,8 @@ class _Host:
     tab: str
     log: Any
     outputs: list[list[_Host]] = attrs.field(factory=list)
+    # Per output port: whether an inline node is wired to it (send_nowait cannot run one).
+    inline_wired: list[bool] = attrs.field(factory=list)
     instance: Any = None
     inbox: trio.MemorySendChannel[Message] | None = None
     inbox_out: trio.MemoryReceiveChannel[Message] | None = None
@@ -90,6 +92,43 @@ class _Host:
         if not waited:
             # Still honour cancellation, without the full scheduler round trip of a checkpoint.
             await trio.lowlevel.checkpoint_if_cancelled()
+
+    def send_nowait(self, msg: Message, port: int = 0) -> bool:
+        """Deliver ``msg`` to every node wired to ``port`` if each can queue it at once; else to none."""
+        targets = self.outputs[port]
+        if self.inline_wired[port]:
+            return False
+        if len(targets) == 1:  # the common case: one attempt is the check
+            target = targets[0]
+            if target.blocking:
+                try:
+                    target.inbox.send_nowait(msg)  # type: ignore[union-attr]
+                except trio.WouldBlock:
+                    return False
+                target.queued += 1
+                self.engine._in_flight += 1
+            else:
+                self.engine._in_flight += 1
+                target._offer(msg)
+        else:
+            for target in targets:
+                if target.blocking:
+                    room = target.inbox.statistics()  # type: ignore[union-attr]
+                    if room.current_buffer_used >= room.max_buffer_size:
+                        return False
+            for target in targets:
+                self.engine._in_flight += 1
+                if target.blocking:
+                    target.queued += 1
+                    target.inbox.send_nowait(msg)  # type: ignore[union-attr]
+                else:
+                    target._offer(msg)
+        for tap in self.taps:
+            tap.send_nowait((port, msg))
+        return True
+
+    def can_send_nowait(self, port: int = 0) -> bool:
+        return not self.inline_wired[port]
 
     async def deliver(self, msg: Message) -> bool:
         """Hand ``msg`` to this node: run it here when inline and idle, else queue it (waiting while
@@ -310,6 +349,7 @@ class FlowEngine:
                 [self._hosts[target] for target in port if self._hosts[target].inbox is not None]
                 for port in host.plan.wires
             ]
+            host.inline_wired = [any(target.inline for target in port) for port in host.outputs]
 
     async def _work(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
         async with inbox:

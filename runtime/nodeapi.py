@@ -116,6 +116,19 @@ class NodeContext(Protocol):
 
         Cancellation is checked, but other tasks get a turn only when it has to wait."""
 
+    def send_nowait(self, msg: Message, port: int = 0) -> bool:
+        """Deliver ``msg`` at once if every node wired to ``port`` can queue it now (room in its
+        queue, or a drop policy); otherwise deliver it to none of them and return False.
+
+        For code that cannot wait, such as a transport callback: on False, hand the message to a
+        task that ``await``\\ s :meth:`send`, and keep later messages behind it to keep their order.
+        It never runs a node's ``receive``, so it returns False for a port wired to an inline node
+        (see :meth:`can_send_nowait`)."""
+
+    def can_send_nowait(self, port: int = 0) -> bool:
+        """Whether :meth:`send_nowait` can ever deliver on ``port``: False when an inline node is
+        wired to it (:meth:`send` runs such a node in the sender's task instead, which is cheaper)."""
+
     async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
         """Report a failure on ``msg``: routed like an exception raised by ``receive``."""
 

@@ -137,7 +137,15 @@ class _Route:
 
 
 class Subscription(_Route):
-    """Messages of one topic filter, in order, through a bounded buffer. Iterate it; ``aclose`` ends it."""
+    """Messages of one topic filter, in order, through a bounded buffer. Iterate it; ``aclose`` ends it.
+
+    ``take``, when set, is offered each message in the read loop before it is buffered, if nothing
+    of this subscription is ahead of it (buffered, held back, or handed to a waiting ``receive``
+    that has not returned yet). It returns True when it took the message, which is then handled as
+    one the consumer received; on False, or an exception (logged and counted in
+    ``stats.callback_errors``), the message is buffered as usual. It must not block; a consumer
+    that sets it keeps order by declining while it still works on a message it received.
+    """
 
     def __init__(self, client: MqttClient, topic_filter: str, qos: int, max_buffer: int, overflow: Overflow) -> None:
         super().__init__(client, topic_filter, qos)
@@ -146,6 +154,10 @@ class Subscription(_Route):
         self.overflow = overflow
         self.dropped = 0
         self._send, self._receive = trio.open_memory_channel[MqttMessage](max_buffer)
+        # Messages sent into the channel and not yet returned by receive: counted here because a
+        # message handed straight to a waiting receiver never shows in the channel's statistics.
+        self._in_channel = 0
+        self.take: Callable[[MqttMessage], bool] | None = None
         # What did not fit, in order, and beside it the acknowledgement each holds back (None for QoS 0).
         self._backlog: collections.deque[MqttMessage] = collections.deque()
         self._backlog_acks: collections.deque[int | None] = collections.deque()
@@ -163,8 +175,18 @@ class Subscription(_Route):
         if self._backlog:  # keep order behind what waits already
             self._hold(message, ack)
             return
+        if self.take is not None and not self._in_channel:
+            try:
+                if self.take(message):
+                    self._stalled = False
+                    return
+            except Exception:
+                self._client.stats.callback_errors += 1
+                log.exception("the take callback of the subscription to %r failed on a message on %r",
+                              self.topic_filter, message.topic)
         try:
             self._send.send_nowait(message)
+            self._in_channel += 1
             self._stalled = False
         except trio.WouldBlock:
             if self.overflow is Overflow.BLOCK and not self._stalled:
@@ -208,6 +230,7 @@ class Subscription(_Route):
         try:
             while self._backlog:
                 await self._send.send(self._backlog[0])
+                self._in_channel += 1
                 self._pop_backlog()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             while self._backlog:
@@ -222,6 +245,7 @@ class Subscription(_Route):
                 return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 break
+            self._in_channel += 1
             self._pop_backlog()
         while self._backlog:
             self._pop_backlog()
@@ -240,16 +264,18 @@ class Subscription(_Route):
     @property
     def pending(self) -> int:
         """Messages received and not yet taken (buffered, or waiting in the backlog)."""
-        return self._receive.statistics().current_buffer_used + len(self._backlog)
+        return self._in_channel + len(self._backlog)
 
     async def receive(self) -> MqttMessage:
         message = await self._receive.receive()
+        self._in_channel -= 1
         if self._backlog and not self._holds_reader:
             self._refill()
         return message
 
     def receive_nowait(self) -> MqttMessage:
         message = self._receive.receive_nowait()
+        self._in_channel -= 1
         if self._backlog and not self._holds_reader:
             self._refill()
         return message

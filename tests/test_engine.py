@@ -153,12 +153,36 @@ class InlineFailWithPort(InlinePass):
         return 2
 
 
-TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort)
+class NowaitBurst(Node[BurstConfig]):
+    """Source: as Burst, but each message offered with send_nowait first, as a transport callback
+    would; after the first refusal the rest go through send, in order. Records what was accepted."""
+
+    type = "nowait-burst"
+    Config = BurstConfig
+    is_source = True
+    has_input = False
+    accepted: list[bool] = []
+    can: list[bool] = []
+
+    async def run(self) -> None:
+        cls = NowaitBurst
+        cls.can.append(self.context.can_send_nowait(0))
+        refused = False
+        for index in range(self.config.count):
+            if not refused:
+                refused = not self.context.send_nowait(Message(index))
+                cls.accepted.append(not refused)
+            if refused:
+                await self.send(Message(index))
+
+
+TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort, NowaitBurst)
 
 
 @pytest.fixture(autouse=True)
 def gates() -> None:
     InlinePass.tasks, InlinePass.active, InlinePass.most_active = [], 0, 0
+    NowaitBurst.accepted, NowaitBurst.can = [], []
     GATES.clear()
     GATES["gate"] = trio.Event()
     GATES["ready"] = trio.Event()
@@ -390,3 +414,43 @@ async def test_an_inline_node_with_a_drop_policy_keeps_its_queue(tmp_path: Path)
         assert kit.nothing_more("out")
     assert dropped > 0 and payloads == sorted(payloads)
     assert not kit.engine.host("pass").inline
+
+
+# ---- send_nowait (a source fed by a callback that cannot wait) --------------------------------------
+
+async def test_send_nowait_delivers_to_every_wired_node_or_to_none(tmp_path: Path) -> None:
+    # "tight" holds 2 queued (its worker holds a third), "roomy" 4: the fourth message fits roomy
+    # only, so it goes to neither, and then through send, without a duplicate in roomy.
+    flow = [node("in", "nowait-burst", [["roomy", "tight"]], count=10),
+            node("roomy", "gate", [["out-r"]], queue_size=4), node("tight", "gate", [["out-t"]], queue_size=2),
+            node("out-r", "collect"), node("out-t", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        assert NowaitBurst.can == [True] and NowaitBurst.accepted == [True, True, True, False]
+        roomy = kit.engine.host("roomy").inbox
+        # 1, 2, then 3 through send (0 is in its worker); tight's refusal kept 3 out of it before.
+        assert roomy is not None and roomy.statistics().current_buffer_used == 3
+        GATES["gate"].set()
+        got_roomy = [(await kit.next("out-r")).payload for _ in range(10)]
+        got_tight = [(await kit.next("out-t")).payload for _ in range(10)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.nothing_more("out-r")
+    assert got_roomy == got_tight == list(range(10))
+    assert kit.engine._in_flight == 0
+
+
+async def test_send_nowait_never_runs_an_inline_node_and_drops_by_policy(tmp_path: Path) -> None:
+    flow = [node("in", "nowait-burst", [["pass"]], count=3), node("pass", "inline-pass", [["out"]]),
+            node("out", "collect"),
+            node("in2", "nowait-burst", [["dropper"]], count=10),
+            node("dropper", "gate", [["out2"]], queue_size=2, overflow="drop-newest"), node("out2", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        assert [(await kit.next("out")).payload for _ in range(3)] == [0, 1, 2]
+        await trio.testing.wait_all_tasks_blocked()
+        GATES["gate"].set()
+        assert [(await kit.next("out2")).payload for _ in range(3)] == [0, 1, 2]
+    # The inline node ran in the source's task through send (the first offer was refused); the node
+    # with a drop policy took every offer and dropped what did not fit, counted.
+    assert sorted(NowaitBurst.can) == [False, True]
+    assert NowaitBurst.accepted.count(False) == 1 and NowaitBurst.accepted.count(True) == 10
+    assert "_run_source" in InlinePass.tasks[0].name and kit.engine.host("dropper").dropped == 7

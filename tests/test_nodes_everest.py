@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 import trio.testing
 
+from evflow.runtime.message import Message
 from evflow.runtime.models.evse_security import GetCertificateInfoResult, GetCertificateInfoStatus
+from evflow.runtime.nodeapi import Node
 from evflow.runtime.mosquitto import MosquittoBroker
 
 from .everest_standin import EverestStandIn
@@ -136,3 +139,48 @@ async def test_mqtt_in_decoding_failure_reaches_catch(tmp_path: Path, broker: Mo
     (caught,) = caught
     assert got.payload == {"ok": True} and got.topic == "data/2"
     assert caught.error is not None and "invalid JSON" in caught.error.message and "data/1" in caught.error.message
+
+
+@attrs.frozen
+class _NoConfig:
+    pass
+
+
+class _Held(Node[_NoConfig]):
+    """A queued (not inline) node that holds every message until the test opens ``_Held.gate``."""
+
+    type = "held"
+    Config = _NoConfig
+    gate = trio.Event()
+
+    async def receive(self, msg: Message) -> None:
+        await _Held.gate.wait()
+        await self.send(msg)
+
+
+async def test_mqtt_in_keeps_order_whether_the_read_loop_or_its_task_hands_a_message_on(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    # mqtt in hands a message on from the connection's read loop while the next node has room, and
+    # through its own task when not (a full queue, a payload to report): the order stays.
+    _Held.gate = trio.Event()
+    flow = base(broker) + [
+        n("in", "mqtt in", [["hold"]], broker="b", topic="burst/+", datatype="json", qos=1),
+        n("hold", "held", [["got"]], queue_size=2), n("got", "collect"),
+        n("c", "catch", [["caught"]], scope=["in"]), n("caught", "collect"),
+    ]
+    payloads = [b"not json" if i % 7 == 3 else str(i).encode() for i in range(40)]
+    async with running_flow(tmp_path, flow, extra_types=(_Held,)) as kit:
+        mqtt = kit.engine.node("b").mqtt
+        for payload in payloads:
+            await mqtt.publish("burst/x", payload, qos=1)
+        with trio.fail_after(10):
+            await kit.next("caught")  # the first bad one: the queue is full, mqtt in's task has it
+        _Held.gate.set()
+        got = [(await kit.next("got")).payload for _ in range(34)]
+        caught = [await kit.next("caught") for _ in range(5)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.nothing_more("got")
+        stats = kit.engine.node("in").stats()
+    assert got == [i for i in range(40) if i % 7 != 3]
+    assert len(caught) == 5 and stats["received"] == 40 and stats["undecodable"] == 6

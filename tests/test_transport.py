@@ -310,3 +310,72 @@ async def test_callback_subscription_runs_as_messages_are_read_and_survives_its_
     with trio.fail_after(5):
         assert (await buffered.receive()).payload == b"3"
     assert seen == [b"1", b"2"]
+
+
+def _wait_until_the_socket_holds(mqtt: MqttClient, needle: bytes, count: int) -> None:
+    """Block (not yield) until ``count`` copies of ``needle`` wait unread in the client's socket:
+    the read loop, which cannot run meanwhile, then reads them all in one pass."""
+    import select
+    import socket
+    import time
+
+    sock = mqtt._paho.socket().sock  # the transport's own socket, peeked at without reading
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            if sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT).count(needle) >= count:
+                return
+        except BlockingIOError:  # nothing there yet
+            pass
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"{count} x {needle!r} did not arrive"
+        select.select([sock], [], [], remaining)
+
+
+async def test_take_is_offered_a_message_only_when_nothing_of_its_subscription_is_ahead_of_it(
+    mqtt: MqttClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    subscription = await mqtt.subscribe("take/+")
+    marker = await mqtt.subscribe("take/+")  # routed after `subscription`: once it has a message, so has take
+    offered: list[bytes] = []
+
+    def take(message: MqttMessage) -> bool:
+        offered.append(message.payload)
+        if message.payload == b"raise":
+            raise ValueError("take failed")
+        return message.payload.startswith(b"direct")
+
+    subscription.take = take
+    with trio.fail_after(5):
+        await mqtt.publish("take/x", b"direct-1")
+        assert (await marker.receive()).payload == b"direct-1"
+    assert offered == [b"direct-1"] and subscription.pending == 0  # taken, never buffered
+
+    received: list[bytes] = []
+
+    async def consume(count: int) -> None:
+        for _ in range(count):
+            received.append((await subscription.receive()).payload)
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume, 2)
+            await trio.testing.wait_all_tasks_blocked()  # the consumer waits in receive
+            # Both arrive in one read: "declined" goes straight to the waiting consumer, which has not
+            # run yet, so "direct-2" is behind it and must not be offered (it would overtake it).
+            mqtt.publish_nowait("take/x", b"declined")
+            mqtt.publish_nowait("take/x", b"direct-2")
+            mqtt._paho.socket().flush()  # out now, without the writer task (no yield to the read loop)
+            _wait_until_the_socket_holds(mqtt, b"take/x", 2)
+    assert received == [b"declined", b"direct-2"]
+    assert offered == [b"direct-1", b"declined"]
+    assert [marker.receive_nowait().payload for _ in range(2)] == [b"declined", b"direct-2"]
+
+    # Nothing ahead any more: offered again. A take that raises is logged, and the message buffered.
+    with trio.fail_after(5):
+        for payload in (b"direct-3", b"raise"):
+            await mqtt.publish("take/x", payload)
+            assert (await marker.receive()).payload == payload
+        assert (await subscription.receive()).payload == b"raise"
+    assert offered == [b"direct-1", b"declined", b"direct-3", b"raise"]
+    assert mqtt.stats.callback_errors == 1 and "take failed" in caplog.text
