@@ -332,10 +332,10 @@ class _BufferedSocket:
 
     paho reads each packet with three or more ``recv`` calls (the first byte, the length one byte at a
     time, then the rest) and writes each packet with its own ``send``. Here ``recv`` serves those reads
-    from one system call's worth of data; ``send`` sends the first packet after the writer task ran
-    at once, and appends what follows to a buffer that :meth:`flush` (the writer task, in the next
-    scheduler pass) sends in one call. paho handles ``BlockingIOError`` from either as it does from
-    a socket: nothing to read yet / try this packet again later.
+    from one system call's worth of data; ``send`` sends the first packet after the reader or the
+    writer task last ran at once, and appends what follows to a buffer that :meth:`flush` (the
+    writer task, in the next scheduler pass) sends in one call. paho handles ``BlockingIOError``
+    from either as it does from a socket: nothing to read yet / try this packet again later.
     """
 
     __slots__ = ("sock", "sent_this_pass", "_read_buffer", "_read_position", "_write_buffer", "_write_wanted")
@@ -345,8 +345,8 @@ class _BufferedSocket:
         self._read_buffer = b""
         self._read_position = 0
         self._write_buffer = bytearray()
-        self._write_wanted = write_wanted  # called when the buffer turns non-empty, or on a direct send
-        self.sent_this_pass = False  # a send went out directly since the writer last ran
+        self._write_wanted = write_wanted  # called when the buffer turns non-empty
+        self.sent_this_pass = False  # a send went out directly since the reader or the writer last ran
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -378,11 +378,11 @@ class _BufferedSocket:
     def send(self, data: bytes | bytearray) -> int:
         buffer = self._write_buffer
         if not buffer:
-            self._write_wanted()
             if not self.sent_this_pass:
-                # The first write since the writer last ran goes out at once: a lone packet (a
-                # request, its result) does not wait a scheduler pass for the writer. What follows
-                # it before the writer runs is gathered into one send.
+                # The first write since the reader or the writer last ran goes out at once: a lone
+                # packet (a request, its result) does not wait a scheduler pass for the writer, and
+                # the writer is not woken for nothing. What follows it before either runs again is
+                # gathered into one send.
                 self.sent_this_pass = True
                 try:
                     sent = self.sock.send(data)
@@ -390,7 +390,9 @@ class _BufferedSocket:
                     sent = 0
                 if sent < len(data):
                     buffer += memoryview(data)[sent:]
+                    self._write_wanted()
                 return len(data)
+            self._write_wanted()
         elif len(buffer) >= _WRITE_BUFFER_LIMIT:
             raise BlockingIOError  # paho keeps the packet and offers it again after a flush
         buffer += data
@@ -837,6 +839,8 @@ class MqttClient:
                     await trio.lowlevel.checkpoint()
                 else:
                     await trio.lowlevel.wait_readable(sock)
+                if wire is not None:
+                    wire.sent_this_pass = False  # a new pass: what it causes may send at once again
                 for _ in range(_READ_BURST):
                     if paho_client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or paho_client.socket() is None:
                         return
