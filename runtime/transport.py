@@ -107,6 +107,11 @@ _MID_BITS = 16
 _MID_MASK = (1 << _MID_BITS) - 1
 
 
+# What publish_tracked returns for every QoS 0 message: done when handed over, and set once for all.
+_DONE: OneShot[None] = OneShot()
+_DONE.set(None)
+
+
 class _Route:
     """A local subscriber of one topic filter, as the router sees it: what it matches, and the broker
     subscription it shares. ``_deliver`` takes each matching message; ``aclose`` ends it."""
@@ -1078,11 +1083,10 @@ class MqttClient:
         PUBACK for QoS 1 (or fails with :class:`NotConnected`). Lets a sender keep a window of
         acknowledgements open, in order, instead of waiting for each."""
         mid = self.publish_nowait(topic, payload, qos, retain)
-        done: OneShot[None] = OneShot()
         if qos == 0:
-            done.set(None)
-        else:
-            self._await_puback(mid, done)
+            return _DONE
+        done: OneShot[None] = OneShot()
+        self._await_puback(mid, done)
         return done
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
