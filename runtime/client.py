@@ -12,7 +12,9 @@ copy of a boolean) is dropped and counted in ``stats``.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -98,6 +100,10 @@ class ApiClient:
         self._table = RequestTable(reply_prefix_for(external_prefix, secrets.token_hex(6)), max_open=max_in_flight)
         self._in_flight = trio.Semaphore(max_in_flight)
         self._replies: dict[PendingRequest, OneShot[Any]] = {}
+        # Requests waiting for a reply, in deadline order per timeout (one queue per timeout value in
+        # use, so each stays sorted), and the one timer that fails them when it passes (run()).
+        self._deadlines: dict[float, collections.OrderedDict[PendingRequest, float]] = {}
+        self._timer = trio.CancelScope(deadline=math.inf)
         self._request_topics = {name: self.topics.m2e(name) for name in api.operations}
         self._log_dropped = RateLimitedLog(log)
 
@@ -114,8 +120,10 @@ class ApiClient:
         # Replies are dispatched as the connection reads them: completing a waiting request is all
         # there is to do, and a task in between would cost a wake-up per reply.
         async with await self.mqtt.subscribe_callback(self._table.reply_filter, self._dispatch_reply, qos=0):
-            task_status.started(self)
-            await self._fail_requests_on_connection_loss()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._fail_requests_on_connection_loss)
+                task_status.started(self)
+                await self._fail_requests_past_deadline()
 
     def _dispatch_reply(self, message: MqttMessage) -> None:
         outcome = self._table.receive(message.topic, message.payload)
@@ -134,6 +142,25 @@ class ApiClient:
             slot.set(outcome.value)
         else:
             slot.fail(outcome.error)
+
+    async def _fail_requests_past_deadline(self) -> None:
+        """One timer for every request's deadline: a cancel scope per request costs more than the
+        rest of sending it. Requests of one timeout expire in the order they were sent."""
+        while True:
+            with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
+                await trio.sleep_forever()
+            now = trio.current_time()
+            for timeout, waiting in self._deadlines.items():
+                while waiting:
+                    request, deadline = next(iter(waiting.items()))
+                    if deadline > now:
+                        break
+                    del waiting[request]
+                    self._replies[request].fail(RequestTimeout(request.operation.name, timeout))
+
+    def _next_deadline(self) -> float:
+        firsts = (next(iter(waiting.values())) for waiting in self._deadlines.values() if waiting)
+        return min(firsts, default=math.inf)
 
     async def _fail_requests_on_connection_loss(self) -> None:
         while True:
@@ -166,32 +193,48 @@ class ApiClient:
                 payload = structure(payload, op.request_type)
             except CodecError as exc:
                 raise InvalidRequest(op.name, exc.problems) from None
-        deadline = self.request_timeout if timeout is None else timeout
-        with trio.move_on_after(deadline):
-            if wait_for_connection and not self.mqtt.connected:
+        timeout = self.request_timeout if timeout is None else timeout
+        deadline = trio.current_time() + timeout
+        # Up to the publish nothing yields to the scheduler unless it must wait (a lone request goes
+        # out in the pass its trigger arrived in); the wait for the reply is the checkpoint, and
+        # `_fail_requests_past_deadline` ends it at the deadline.
+        if wait_for_connection and not self.mqtt.connected:
+            with trio.move_on_at(deadline):
                 await self.mqtt.wait_connected()
-            # Up to the publish nothing yields to the scheduler unless it must wait (a lone request
-            # goes out in the pass its trigger arrived in); the wait for the reply is the checkpoint.
-            try:
-                self._in_flight.acquire_nowait()
-            except trio.WouldBlock:
+            if not self.mqtt.connected:
+                raise RequestTimeout(op.name, timeout)
+        try:
+            self._in_flight.acquire_nowait()
+        except trio.WouldBlock:
+            with trio.move_on_at(deadline) as waited:
                 await self._in_flight.acquire()
+            if waited.cancelled_caught:
+                raise RequestTimeout(op.name, timeout) from None
+        try:
+            request = self._table.open(op)
+            slot: OneShot[Any] = OneShot()
+            self._replies[request] = slot
+            waiting = self._deadlines.get(timeout)
+            if waiting is None:
+                waiting = self._deadlines[timeout] = collections.OrderedDict()
+            waiting[request] = deadline
+            if deadline < self._timer.deadline:
+                self._timer.deadline = deadline
             try:
-                request = self._table.open(op)
-                slot: OneShot[Any] = OneShot()
-                self._replies[request] = slot
-                try:
-                    body = encode_request(payload, self.topics.reply_to(request.reply_topic))
-                    mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
-                    if self.request_qos:
+                body = encode_request(payload, self.topics.reply_to(request.reply_topic))
+                mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                if self.request_qos:
+                    with trio.move_on_at(deadline) as waited:
                         await self.mqtt.wait_published(mid)
-                    return await slot.wait()
-                finally:
-                    del self._replies[request]
-                    self._table.abandon(request)  # no-op when it was answered
+                    if waited.cancelled_caught:
+                        raise RequestTimeout(op.name, timeout)
+                return await slot.wait()
             finally:
-                self._in_flight.release()
-        raise RequestTimeout(op.name, deadline)
+                del self._replies[request]
+                waiting.pop(request, None)
+                self._table.abandon(request)  # no-op when it was answered
+        finally:
+            self._in_flight.release()
 
     async def heartbeats(
         self, *, qos: int = 0, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import trio
+import trio.testing
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
 from evflow.runtime.broker import BrokerConfig
@@ -141,6 +142,35 @@ async def test_unanswered_request_times_out_and_the_client_goes_on(
             with trio.fail_after(10):
                 assert await client.get_verify_location("MF", timeout=5) is None
             assert client.stats.late == 1 and client.stats.abandoned == 1 and client.in_flight == 0
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_shorter_timeout_expires_first_whatever_was_sent_before(
+    broker: MosquittoBroker, mqtt: MqttClient
+) -> None:
+    # One timer serves every request's deadline: a request with a short timeout, sent while one with
+    # a long timeout waits, must bring the timer forward.
+    async with EverestStandIn(broker.host, broker.port, MODULE, reply_delay=60.0):
+        async with trio.open_nursery() as nursery:
+            client = await start_client(nursery, mqtt)
+            long_one_failed: list[BaseException] = []
+
+            async def long_request() -> None:
+                try:
+                    await client.get_verify_location("V2G", timeout=30)
+                except RequestTimeout as exc:
+                    long_one_failed.append(exc)
+
+            nursery.start_soon(long_request)
+            with trio.fail_after(10):
+                await trio.testing.wait_all_tasks_blocked()  # it sent its request and waits for the reply
+            assert client.in_flight == 1
+            started = trio.current_time()
+            with trio.fail_after(5), pytest.raises(RequestTimeout, match="within 0.2 s"):
+                await client.get_verify_location("MF", timeout=0.2)
+            assert trio.current_time() - started >= 0.2
+            # The earlier request with the longer deadline still waits.
+            assert client.in_flight == 1 and not long_one_failed
             nursery.cancel_scope.cancel()
 
 
