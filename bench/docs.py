@@ -60,10 +60,12 @@ NOTES = """\
   per-client queue (its `$SYS/broker/publish/messages/dropped` counts them), so its memory stays small
   ("broker peak MB"); Node-RED reads whatever arrives into its own memory, evflow and the floor stop
   reading and let TCP push back.
-- Request p50 moves more between rounds for evflow than for the floor (in the latest run 0.45 to
-  0.55 ms against 0.32 to 0.35): a request costs evflow about 1.5 times the floor's CPU (two scheduler
-  passes between a trigger and its request, one between the reply and the result), on two cores that
-  the broker, the responder and the driver share with it.
+- Request p50 moves more between rounds for evflow than for the floor (in the latest run 0.40 to
+  0.57 ms against 0.32 to 0.34). Inside evflow a request takes one scheduler pass from the trigger
+  to the request and one from the reply to the result, as many as the floor's own loop, but one at a
+  time it spends about 1.8 times the floor's CPU per request (1.4 times over the whole leg): trio's
+  run loop and the engine's layers, on two cores that the broker, the responder and the driver
+  share with it.
 - A row with messages "lost" did not forward the burst: its msg/s and CPU per message are what came
   out, and say more about the loss than about speed.
 """
