@@ -104,6 +104,7 @@ class ApiClient:
         # use, so each stays sorted), and the one timer that fails them when it passes (run()).
         self._deadlines: dict[float, collections.OrderedDict[PendingRequest, float]] = {}
         self._timer = trio.CancelScope(deadline=math.inf)
+        self._timer_running = False
         self._request_topics = {name: self.topics.m2e(name) for name in api.operations}
         self._log_dropped = RateLimitedLog(log)
 
@@ -146,17 +147,21 @@ class ApiClient:
     async def _fail_requests_past_deadline(self) -> None:
         """One timer for every request's deadline: a cancel scope per request costs more than the
         rest of sending it. Requests of one timeout expire in the order they were sent."""
-        while True:
-            with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
-                await trio.sleep_forever()
-            now = trio.current_time()
-            for timeout, waiting in self._deadlines.items():
-                while waiting:
-                    request, deadline = next(iter(waiting.items()))
-                    if deadline > now:
-                        break
-                    del waiting[request]
-                    self._replies[request].fail(RequestTimeout(request.operation.name, timeout))
+        self._timer_running = True
+        try:
+            while True:
+                with trio.CancelScope(deadline=self._next_deadline()) as self._timer:
+                    await trio.sleep_forever()
+                now = trio.current_time()
+                for timeout, waiting in self._deadlines.items():
+                    while waiting:
+                        request, deadline = next(iter(waiting.items()))
+                        if deadline > now:
+                            break
+                        del waiting[request]
+                        self._replies[request].fail(RequestTimeout(request.operation.name, timeout))
+        finally:
+            self._timer_running = False
 
     def _next_deadline(self) -> float:
         firsts = (next(iter(waiting.values())) for waiting in self._deadlines.values() if waiting)
@@ -196,9 +201,10 @@ class ApiClient:
         timeout = self.request_timeout if timeout is None else timeout
         deadline = trio.current_time() + timeout
         # Up to the publish nothing yields to the scheduler unless it must wait (a lone request goes
-        # out in the pass its trigger arrived in); the wait for the reply is the checkpoint, and
-        # `_fail_requests_past_deadline` ends it at the deadline.
+        # out in the pass its trigger arrived in); the wait for the reply is the checkpoint.
+        timed_by_scope = not self._timer_running
         if wait_for_connection and not self.mqtt.connected:
+            timed_by_scope = True
             with trio.move_on_at(deadline):
                 await self.mqtt.wait_connected()
             if not self.mqtt.connected:
@@ -206,6 +212,7 @@ class ApiClient:
         try:
             self._in_flight.acquire_nowait()
         except trio.WouldBlock:
+            timed_by_scope = True
             with trio.move_on_at(deadline) as waited:
                 await self._in_flight.acquire()
             if waited.cancelled_caught:
@@ -214,24 +221,30 @@ class ApiClient:
             request = self._table.open(op)
             slot: OneShot[Any] = OneShot()
             self._replies[request] = slot
-            waiting = self._deadlines.get(timeout)
-            if waiting is None:
-                waiting = self._deadlines[timeout] = collections.OrderedDict()
-            waiting[request] = deadline
-            if deadline < self._timer.deadline:
-                self._timer.deadline = deadline
+            # The timer's queue for this timeout is in deadline order only if each request joins it
+            # in the pass its deadline was set: one that waited above keeps a cancel scope instead
+            # (as does every request while the timer is not running).
+            waiting = None if timed_by_scope else self._deadlines.get(timeout)
+            if not timed_by_scope:
+                if waiting is None:
+                    waiting = self._deadlines[timeout] = collections.OrderedDict()
+                waiting[request] = deadline
+                if deadline < self._timer.deadline:
+                    self._timer.deadline = deadline
             try:
                 body = encode_request(payload, self.topics.reply_to(request.reply_topic))
                 mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
-                if self.request_qos:
-                    with trio.move_on_at(deadline) as waited:
-                        await self.mqtt.wait_published(mid)
-                    if waited.cancelled_caught:
-                        raise RequestTimeout(op.name, timeout)
+                if timed_by_scope or self.request_qos:
+                    with trio.move_on_at(deadline):
+                        if self.request_qos:
+                            await self.mqtt.wait_published(mid)
+                        return await slot.wait()
+                    raise RequestTimeout(op.name, timeout)
                 return await slot.wait()
             finally:
                 del self._replies[request]
-                waiting.pop(request, None)
+                if waiting is not None:
+                    waiting.pop(request, None)
                 self._table.abandon(request)  # no-op when it was answered
         finally:
             self._in_flight.release()

@@ -258,3 +258,11 @@ async def test_connection_loss_fails_requests_in_flight_then_recovers(broker: Mo
             assert mqtt.stats.connects == 2
         await mqtt.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_request_while_the_client_is_not_running_still_times_out(mqtt: MqttClient) -> None:
+    # Without run() nothing receives replies and no timer runs: the request's own deadline ends it.
+    client = EvseSecurityClient(mqtt, MODULE)
+    with trio.fail_after(5), pytest.raises(RequestTimeout, match="within 0.2 s"):
+        await client.get_verify_location("V2G", timeout=0.2)
+    assert client.in_flight == 0
