@@ -40,7 +40,7 @@ class MqttInConfig:
 def _auto(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except ValueError:  # not JSON (or not UTF-8)
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested beyond what Python parses
         pass
     try:
         return data.decode("utf-8")

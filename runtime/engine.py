@@ -98,33 +98,27 @@ class _Host:
         targets = self.outputs[port]
         if self.inline_wired[port]:
             return False
-        if len(targets) == 1:  # the common case: one attempt is the check
-            target = targets[0]
-            if target.blocking:
-                try:
-                    target.inbox.send_nowait(msg)  # type: ignore[union-attr]
-                except trio.WouldBlock:
-                    return False
-                target.queued += 1
-                self.engine._in_flight += 1
-            else:
-                self.engine._in_flight += 1
-                target._offer(msg)
-        else:
-            for target in targets:
-                if target.blocking:
-                    room = target.inbox.statistics()  # type: ignore[union-attr]
-                    if room.current_buffer_used >= room.max_buffer_size:
-                        return False
-            for target in targets:
-                self.engine._in_flight += 1
-                if target.blocking:
-                    target.queued += 1
-                    target.inbox.send_nowait(msg)  # type: ignore[union-attr]
-                else:
-                    target._offer(msg)
+        if len(targets) == 1 and targets[0].blocking and not self.taps:
+            target = targets[0]  # the common case: one attempt is the check
+            try:
+                target.inbox.send_nowait(msg)  # type: ignore[union-attr]
+            except trio.WouldBlock:
+                return False
+            target.queued += 1
+            self.engine._in_flight += 1
+            return True
+        # A node wired twice to the port needs room for two.
+        if not all(_has_room(target, targets.count(target)) for target in targets if target.blocking):
+            return False
         for tap in self.taps:
-            tap.send_nowait((port, msg))
+            tap.send_nowait((port, msg))  # as in send: a tool's view, before the wires
+        for target in targets:
+            self.engine._in_flight += 1
+            if target.blocking:
+                target.queued += 1
+                target.inbox.send_nowait(msg)  # type: ignore[union-attr]
+            else:
+                target._offer(msg)
         return True
 
     def can_send_nowait(self, port: int = 0) -> bool:
@@ -451,6 +445,12 @@ class FlowEngine:
         ]
         regular = [catcher for catcher, scope in scoped if not scope.uncaught]
         return regular or [catcher for catcher, scope in scoped if scope.uncaught]
+
+
+def _has_room(host: _Host, count: int) -> bool:
+    """Whether ``count`` messages fit in ``host``'s queue now."""
+    room = host.inbox.statistics()  # type: ignore[union-attr]
+    return room.max_buffer_size - room.current_buffer_used >= count
 
 
 async def _start_service(nursery: trio.Nursery, host: _Host) -> None:

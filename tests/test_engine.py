@@ -454,3 +454,19 @@ async def test_send_nowait_never_runs_an_inline_node_and_drops_by_policy(tmp_pat
     assert sorted(NowaitBurst.can) == [False, True]
     assert NowaitBurst.accepted.count(False) == 1 and NowaitBurst.accepted.count(True) == 10
     assert "_run_source" in InlinePass.tasks[0].name and kit.engine.host("dropper").dropped == 7
+
+
+async def test_send_nowait_needs_room_for_each_wire_to_a_node_wired_twice(tmp_path: Path) -> None:
+    # Wired twice, "g" gets every message twice. Its queue of 2 takes both copies of 0 (one goes
+    # straight to its waiting worker), then has room for one copy of 1: not enough, so 1 goes
+    # through send and nothing is delivered three times or counted in flight for ever.
+    flow = [node("in", "nowait-burst", [["g", "g"]], count=3), node("g", "gate", [["out"]], queue_size=2),
+            node("out", "collect")]
+    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        await trio.testing.wait_all_tasks_blocked()
+        assert NowaitBurst.accepted == [True, False]
+        GATES["gate"].set()
+        payloads = [(await kit.next("out")).payload for _ in range(6)]
+        await trio.testing.wait_all_tasks_blocked()
+        assert kit.nothing_more("out")
+    assert payloads == [0, 0, 1, 1, 2, 2] and kit.engine._in_flight == 0

@@ -184,3 +184,15 @@ async def test_mqtt_in_keeps_order_whether_the_read_loop_or_its_task_hands_a_mes
         stats = kit.engine.node("in").stats()
     assert got == [i for i in range(40) if i % 7 != 3]
     assert len(caught) == 5 and stats["received"] == 40 and stats["undecodable"] == 6
+
+
+async def test_mqtt_in_auto_takes_json_nested_too_deeply_for_python_as_text(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    flow = base(broker) + [n("in", "mqtt in", [["got"]], broker="b", topic="deep/+"), n("got", "collect")]
+    deep = "[" * 100_000
+    async with running_flow(tmp_path, flow) as kit:
+        await kit.engine.node("b").mqtt.publish("deep/x", deep.encode(), qos=1)
+        await kit.engine.node("b").mqtt.publish("deep/x", b"[1]", qos=1)
+        first, second = await kit.next("got"), await kit.next("got")
+    assert first.payload == deep and second.payload == [1]
