@@ -387,7 +387,8 @@ class _BufferedSocket:
                 # The first write since the reader or the writer last ran goes out at once: a lone
                 # packet (a request, its result) does not wait a scheduler pass for the writer, and
                 # the writer is not woken for nothing. What follows it before either runs again is
-                # gathered into one send.
+                # gathered into one send (so on a connection that only sends, a lone packet after a
+                # direct one waits for the writer's pass: a pass counter would cost every pass).
                 self.sent_this_pass = True
                 try:
                     sent = self.sock.send(data)
