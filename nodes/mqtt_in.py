@@ -93,14 +93,15 @@ class MqttIn(Node[MqttInConfig]):
                     incoming = await receive()
                     self._working = True
                 self.received += 1
+                data, topic = incoming.payload, incoming.topic
                 try:
-                    payload = self._decode(incoming.payload)
+                    payload = self._decode(data)
                 except (CodecError, UnicodeDecodeError) as exc:
                     self.undecodable += 1
                     problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
-                    await self.context.error(f"{problem} (topic {incoming.topic})", Message(incoming.payload, incoming.topic))
+                    await self.context.error(f"{problem} (topic {topic})", Message(data, topic))
                     continue
-                await send(Message(payload, incoming.topic), 0)
+                await send(Message(payload, topic), 0)
         finally:
             subscription.take = None
 

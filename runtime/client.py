@@ -224,8 +224,9 @@ class ApiClient:
             # The timer's queue for this timeout is in deadline order only if each request joins it
             # in the pass its deadline was set: one that waited above keeps a cancel scope instead
             # (as does every request while the timer is not running).
-            waiting = None if timed_by_scope else self._deadlines.get(timeout)
+            waiting = None
             if not timed_by_scope:
+                waiting = self._deadlines.get(timeout)
                 if waiting is None:
                     waiting = self._deadlines[timeout] = collections.OrderedDict()
                 waiting[request] = deadline
