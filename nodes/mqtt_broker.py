@@ -28,8 +28,15 @@ class MqttBrokerConfig:
     connect_timeout: float = attrs.field(default=10.0, validator=number_range(above=0))
     # larger incoming payloads are dropped, counted and logged
     max_payload: int = attrs.field(default=256 * 1024, validator=number_range(1))
-    # QoS 1 messages held unacknowledged for subscribers that are full, before the connection stops reading
-    max_held: int = attrs.field(default=50_000, validator=number_range(1))
+    # a subscriber that falls behind keeps, beyond its queue, at most this many messages and payload
+    # bytes (QoS 1 ones unacknowledged, holding the broker back); more are dropped, counted
+    max_held: int = attrs.field(default=10_000, validator=number_range(1))
+    max_held_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=number_range(1))
+    # bytes published and not yet sent (a slow or stalled broker); at this mark `mqtt out` waits or
+    # drops (its `overflow`), and other publishers wait
+    max_outgoing_bytes: int = attrs.field(default=1024 * 1024, validator=number_range(1024))
+    # seconds between reconnect attempts at most (they double from 0.1 s, with jitter)
+    reconnect_max_delay: float = attrs.field(default=30.0, validator=number_range(0.1))
 
 
 class MqttBroker(ConfigNode[MqttBrokerConfig]):
@@ -53,7 +60,9 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
         c = self.config
         options: dict[str, object] = {"keepalive": c.keepalive, "username": c.username, "password": c.password,
                                       "connect_timeout": c.connect_timeout, "max_payload": c.max_payload,
-                                      "max_held": c.max_held}
+                                      "max_held": c.max_held, "max_held_bytes": c.max_held_bytes,
+                                      "max_outgoing_bytes": c.max_outgoing_bytes,
+                                      "reconnect_max": c.reconnect_max_delay}
         if c.client_id:
             options["client_id"] = c.client_id
         if parse_broker_url(c.broker).tls:

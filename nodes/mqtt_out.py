@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import collections
+import enum
 import json
+import logging
 from typing import Any
 
 import attrs
 
 from evflow.runtime.codec import encode_json
+from evflow.runtime.errors import OutgoingFull
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
+from evflow.runtime.ratelimit import RateLimitedLog
 from evflow.runtime.transport import MqttClient
+
+
+class WhenFull(enum.StrEnum):
+    """What ``mqtt out`` does when the connection holds ``max_outgoing_bytes`` waiting to be sent."""
+
+    BLOCK = "block"  # wait for room: the nodes that send to it are held back in turn
+    DROP_NEWEST = "drop-newest"  # drop the message (counted, logged)
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +42,9 @@ class MqttOutConfig:
     # QoS 1: messages published and not yet acknowledged by the broker before this node waits for the
     # oldest acknowledgement (and so holds back the nodes that send to it)
     window: int = attrs.field(default=100, validator=number_range(1, 1000))
+    # when the broker connection holds max_outgoing_bytes not yet sent (a slow or stalled broker):
+    # "block" waits for room, "drop-newest" drops the message, counted
+    overflow: WhenFull = WhenFull.BLOCK
 
 
 def encode_payload(payload: Any) -> bytes:
@@ -72,6 +86,12 @@ class MqttOut(Node[MqttOutConfig]):
     async def start(self) -> None:
         self.mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
         self._unacknowledged: collections.deque[OneShot[None]] = collections.deque()
+        self.published = 0
+        self.dropped = 0
+        self._log_drop = RateLimitedLog(self.context.log, logging.WARNING)
+
+    def stats(self) -> dict[str, int]:
+        return {"published": self.published, "dropped": self.dropped} if hasattr(self, "mqtt") else {}
 
     async def receive(self, msg: Message) -> None:
         config = self.config
@@ -80,7 +100,18 @@ class MqttOut(Node[MqttOutConfig]):
             validate_publish_topic(topic)  # raises TopicError, routed as this message's failure
             if not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
                 raise TopicError(f"msg.topic {topic!r} is not among this node's allowed_topics")
-        done = self.mqtt.publish_tracked(topic, encode_payload(msg.payload), config.qos, config.retain)
+        payload = encode_payload(msg.payload)
+        while True:
+            try:
+                done = self.mqtt.publish_tracked(topic, payload, config.qos, config.retain)
+                break
+            except OutgoingFull as full:
+                if config.overflow is WhenFull.DROP_NEWEST:
+                    self.dropped += 1
+                    self._log_drop("dropped a message: %s (%d dropped so far)", full, self.dropped)
+                    return
+                await self.mqtt.wait_outgoing_room()
+        self.published += 1
         if config.qos:
             pending = self._unacknowledged
             pending.append(done)

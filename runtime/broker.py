@@ -107,27 +107,32 @@ class BrokerConfig:
     password: str | None = attrs.field(default=None, repr=False)
     tls_context: ssl.SSLContext | None = attrs.field(default=None, repr=False, eq=False)
     connect_timeout: float = 10.0
-    # Bounds of paho's own outgoing queue (QoS 1 messages waiting for a free in-flight slot).
-    max_inflight: int = 20
-    max_queued: int = 1000
+    # QoS 1 messages published and not yet acknowledged by the broker; beyond, publishing raises
+    # OutgoingFull (mqtt out's window and the API clients' in-flight limits stay well below).
+    max_unacknowledged: int = 1000
+    # Bytes published and not yet taken by the kernel (the broker or the network is slow): at this
+    # mark publishing raises OutgoingFull, and `publish` waits until half of it is free again.
+    max_outgoing_bytes: int = 1024 * 1024
     # Larger incoming payloads are dropped (counted, logged): nothing of this API comes near it.
     max_payload: int = 256 * 1024
-    # How long the connection's reader waits for a full BLOCK subscriber before dropping its backlog.
-    block_timeout: float = 2.0
-    # QoS 1 messages a full BLOCK subscriber may hold unacknowledged while the reader goes on (about
-    # 250 bytes each plus the payload). A broker sends no more than its window of unacknowledged
-    # messages, so this is never reached... except that mosquitto 2.0 widens that window for each
-    # QoS 1 message the client publishes itself: a flow forwarding at QoS 1 gets all a burst at once.
-    # Beyond it the reader stops, as for QoS 0 (block_timeout).
-    max_held: int = 50_000
-    # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max`, with jitter.
+    # A subscription whose consumer falls behind keeps, beyond its buffer, a backlog of at most this
+    # many messages and payload bytes (QoS 1 ones unacknowledged, holding the broker back); what does
+    # not fit is dropped, counted. The connection's reader never waits for a consumer.
+    max_held: int = 10_000
+    max_held_bytes: int = 4 * 1024 * 1024
+    # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max` seconds, with jitter.
     reconnect_min: float = 0.1
-    reconnect_max: float = 1.0
+    reconnect_max: float = attrs.field(default=30.0)
 
     @keepalive.validator
     def _check_keepalive(self, _attribute: object, value: int) -> None:
         if not 0 <= value <= 65535:
             raise ValueError(f"keepalive must be 0..65535 seconds, got {value}")
+
+    @reconnect_max.validator
+    def _check_reconnect(self, _attribute: object, value: float) -> None:
+        if not 0 < self.reconnect_min <= value:
+            raise ValueError(f"reconnect delays must be 0 < reconnect_min <= reconnect_max, got {self.reconnect_min} and {value}")
 
     @client_id.validator
     def _check_client_id(self, _attribute: object, value: str) -> None:

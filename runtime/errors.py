@@ -35,6 +35,11 @@ class NotConnected(MqttError):
     """There is no broker connection now (not yet connected, lost, or closed)."""
 
 
+class OutgoingFull(MqttError):
+    """The connection holds as many bytes waiting to be sent as it may (``max_outgoing_bytes``):
+    the broker or the network is not taking them. Wait for room, or drop the message."""
+
+
 # ---- EVerest API requests ----------------------------------------------------------------------
 
 
@@ -69,7 +74,6 @@ class InvalidReply(ApiError):
         self.operation = operation
         self.problems = tuple(problems)
         super().__init__(f"invalid reply to {operation}: {'; '.join(self.problems)}")
-
 
 
 class InvalidPayload(EvflowError):

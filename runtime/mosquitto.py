@@ -11,6 +11,7 @@ import getpass
 import os
 import shutil
 import socket
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -156,12 +157,23 @@ class MosquittoBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._process is not None:
+            self.resume()  # a frozen process would not act on SIGTERM
             self._process.stop(timeout)
 
     def kill(self) -> None:
         """Stop abruptly (SIGKILL), as a crash or power loss would."""
         if self._process is not None:
             self._process.kill()
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing is read or sent, as with a broker
+        that hangs or a network that stalls."""
+        if self._process is not None and self._process.process is not None:
+            self._process.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None and self._process.process is not None:
+            self._process.process.send_signal(signal.SIGCONT)
 
     def restart(self, timeout: float = 10.0) -> MosquittoBroker:
         self.stop()

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import trio.testing
 import trio
-
+import trio.testing
 from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.errors import ConnectError, NotConnected, SubscribeError
 from evflow.runtime.mosquitto import MosquittoBroker
@@ -157,30 +156,6 @@ def test_missing_mosquitto_is_a_clear_message(tmp_path: Path, monkeypatch: pytes
         MosquittoBroker(tmp_path).start()
 
 
-async def test_stalled_block_subscriber_loses_its_backlog_counted_and_the_connection_goes_on(
-    broker: MosquittoBroker,
-) -> None:
-    client = MqttClient(BrokerConfig.from_url(broker.url, block_timeout=0.2))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        stalled = await client.subscribe("stall/x", max_buffer=1, overflow=Overflow.BLOCK)
-        other = await client.subscribe("other/x")
-        for i in range(5):
-            await client.publish("stall/x", str(i).encode())
-        await client.publish("other/x", b"still read", qos=1)  # its PUBACK needs the reader too
-        with trio.fail_after(10):
-            assert (await other.receive()).payload == b"still read"
-        assert stalled.dropped >= 1 and client.stats.dropped == stalled.dropped
-        held = [stalled.receive_nowait().payload]
-        # Not stranded: the subscription delivers what comes next.
-        await client.publish("stall/x", b"next", qos=1)
-        with trio.fail_after(10):
-            while (message := await stalled.receive()).payload != b"next":
-                held.append(message.payload)
-        assert held[0] == b"0" and len(held) + stalled.dropped == 5
-        await client.aclose()
-
-
 async def test_shared_broker_subscription_survives_one_of_its_users(mqtt: MqttClient) -> None:
     # QoS upgrade of a filter already held, and two concurrent subscribes to one filter.
     first = await mqtt.subscribe("share/a", qos=0)
@@ -312,27 +287,7 @@ async def test_callback_subscription_runs_as_messages_are_read_and_survives_its_
     assert seen == [b"1", b"2"]
 
 
-def _wait_until_the_socket_holds(mqtt: MqttClient, needle: bytes, count: int) -> None:
-    """Block (not yield) until ``count`` copies of ``needle`` wait unread in the client's socket:
-    the read loop, which cannot run meanwhile, then reads them all in one pass."""
-    import select
-    import socket
-    import time
-
-    sock = mqtt._paho.socket().sock  # the transport's own socket, peeked at without reading
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            if sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT).count(needle) >= count:
-                return
-        except BlockingIOError:  # nothing there yet
-            pass
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"{count} x {needle!r} did not arrive"
-        select.select([sock], [], [], remaining)
-
-
-async def test_take_is_offered_a_message_only_when_nothing_of_its_subscription_is_ahead_of_it(
+async def test_take_is_offered_a_message_only_when_nothing_of_its_subscription_waits(
     mqtt: MqttClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     subscription = await mqtt.subscribe("take/+")
@@ -349,33 +304,223 @@ async def test_take_is_offered_a_message_only_when_nothing_of_its_subscription_i
     with trio.fail_after(5):
         await mqtt.publish("take/x", b"direct-1")
         assert (await marker.receive()).payload == b"direct-1"
-    assert offered == [b"direct-1"] and subscription.pending == 0  # taken, never buffered
-
-    received: list[bytes] = []
-
-    async def consume(count: int) -> None:
-        for _ in range(count):
-            received.append((await subscription.receive()).payload)
-
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(consume, 2)
-            await trio.testing.wait_all_tasks_blocked()  # the consumer waits in receive
-            # Both arrive in one read: "declined" goes straight to the waiting consumer, which has not
-            # run yet, so "direct-2" is behind it and must not be offered (it would overtake it).
-            mqtt.publish_nowait("take/x", b"declined")
-            mqtt.publish_nowait("take/x", b"direct-2")
-            mqtt._paho.socket().flush()  # out now, without the writer task (no yield to the read loop)
-            _wait_until_the_socket_holds(mqtt, b"take/x", 2)
-    assert received == [b"declined", b"direct-2"]
-    assert offered == [b"direct-1", b"declined"]
-    assert [marker.receive_nowait().payload for _ in range(2)] == [b"declined", b"direct-2"]
-
-    # Nothing ahead any more: offered again. A take that raises is logged, and the message buffered.
-    with trio.fail_after(5):
+        assert offered == [b"direct-1"] and subscription.pending == 0  # taken, never buffered
+        # "declined" is buffered: "direct-2" behind it is not offered (it would overtake it).
+        for payload in (b"declined", b"direct-2"):
+            await mqtt.publish("take/x", payload)
+            assert (await marker.receive()).payload == payload
+        assert offered == [b"direct-1", b"declined"] and subscription.pending == 2
+        assert [(await subscription.receive()).payload for _ in range(2)] == [b"declined", b"direct-2"]
+        # Nothing waits any more: offered again. A take that raises is logged, and the message buffered.
         for payload in (b"direct-3", b"raise"):
             await mqtt.publish("take/x", payload)
             assert (await marker.receive()).payload == payload
         assert (await subscription.receive()).payload == b"raise"
     assert offered == [b"direct-1", b"declined", b"direct-3", b"raise"]
     assert mqtt.stats.callback_errors == 1 and "take failed" in caplog.text
+
+
+# ---- the promises of issue 16 ----------------------------------------------------------------------
+
+
+async def test_a_stalled_subscriber_never_stops_the_connections_reader(
+    mqtt: MqttClient, broker: MosquittoBroker
+) -> None:
+    # Item 1: a full QoS 0 subscriber used to stop the reader, so PUBACKs and replies on the same
+    # connection waited behind it and its backlog was dropped after block_timeout.
+    stalled = await mqtt.subscribe("stall/x", max_buffer=1, overflow=Overflow.BLOCK)  # never read meanwhile
+    other = await mqtt.subscribe("other/x")
+    publisher = MqttClient(BrokerConfig.from_url(broker.url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        for i in range(2000):
+            publisher.publish_nowait("stall/x", str(i).encode())
+        await publisher.publish("stall/x", b"last", qos=1)
+        with trio.fail_after(5):
+            # This client's own PUBACK and another subscriber's message are read meanwhile.
+            await mqtt.publish("other/x", b"still read", qos=1)
+            assert (await other.receive()).payload == b"still read"
+            while stalled.pending < 2001:  # the whole burst is read, none of it waits in the kernel
+                await mqtt.publish("other/x", b"again", qos=1)
+                await other.receive()
+        assert stalled.dropped == 0 and mqtt.stats.dropped == 0
+        with trio.fail_after(10):
+            got = [(await stalled.receive()).payload for _ in range(2001)]
+        assert got == [str(i).encode() for i in range(2000)] + [b"last"]
+        await publisher.aclose()
+
+
+async def test_a_backlog_is_bounded_in_messages_and_bytes_and_drops_are_counted(broker: MosquittoBroker) -> None:
+    client = MqttClient(BrokerConfig.from_url(broker.url, max_held=10, max_held_bytes=1000))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        by_count = await client.subscribe("held/count", max_buffer=2)
+        by_bytes = await client.subscribe("held/bytes", qos=1, max_buffer=2)
+        marker = await client.subscribe("held/done")
+        for i in range(30):
+            await client.publish("held/count", str(i).encode(), qos=1)
+            await client.publish("held/bytes", bytes([65 + i % 26]) * 300, qos=1)
+        await client.publish("held/done", b"", qos=1)
+        with trio.fail_after(5):
+            await marker.receive()
+        assert (by_count.pending, by_count.held, by_count.dropped) == (12, 10, 18)
+        # 3 x 300 bytes fit in 1000; the fourth would not.
+        assert (by_bytes.pending, by_bytes.held_bytes, by_bytes.dropped) == (5, 900, 25)
+        assert client.stats.dropped == 43
+        assert [int((await by_count.receive()).payload) for _ in range(12)] == list(range(12))
+        # The dropped QoS 1 messages were acknowledged: the broker's window is free, more come.
+        for _ in range(5):
+            await by_bytes.receive()
+        await client.publish("held/bytes", b"after", qos=1)
+        with trio.fail_after(5):
+            assert (await by_bytes.receive()).payload == b"after"
+        await client.aclose()
+
+
+async def test_concurrent_subscribes_to_one_filter_each_return(mqtt: MqttClient) -> None:
+    # Item 2: QoS 0, 0, 1 to one topic at once; the QoS upgrade replaced the result the second
+    # subscriber waited on, and it never returned.
+    for round_ in range(10):
+        topic = f"same/{round_}"
+        subscriptions: list[object] = []
+
+        async def subscribe(qos: int, topic: str = topic, subscriptions: list[object] = subscriptions) -> None:
+            subscriptions.append(await mqtt.subscribe(topic, qos=qos))
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                for qos in (0, 0, 1):
+                    nursery.start_soon(subscribe, qos)
+            await mqtt.publish(topic, b"to all three", qos=1)
+            for subscription in subscriptions:
+                assert (await subscription.receive()).payload == b"to all three"  # type: ignore[attr-defined]
+
+
+async def test_each_subscription_gets_the_retained_messages_once(mqtt: MqttClient, broker: MosquittoBroker) -> None:
+    # Item 3: a subscription covered by a wider one got no SUBSCRIBE, so no retained message.
+    publisher = MqttClient(BrokerConfig.from_url(broker.url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(publisher.run)
+        await publisher.publish("status/a", b"retained a", qos=1, retain=True)
+        await publisher.publish("status/b", b"retained b", qos=1, retain=True)
+        wide = await mqtt.subscribe("status/+")
+        with trio.fail_after(5):
+            got = sorted([(await wide.receive()).payload for _ in range(2)])
+        assert got == [b"retained a", b"retained b"]
+        narrow = await mqtt.subscribe("status/a")  # covered by status/+
+        with trio.fail_after(5):
+            assert (await narrow.receive()) == MqttMessage("status/a", b"retained a", 0, True)
+        second = await mqtt.subscribe("status/a", qos=1)
+        with trio.fail_after(5):
+            assert (await second.receive()) == MqttMessage("status/a", b"retained a", 1, True)
+            # Live messages reach each once; the wide subscription got no second retained copy.
+            await publisher.publish("status/a", b"live", qos=1)
+            assert (await wide.receive()) == MqttMessage("status/a", b"live", 1, False)
+            assert (await narrow.receive()).payload == b"live"
+            assert (await second.receive()).payload == b"live"
+        assert wide.pending == narrow.pending == second.pending == 0
+        await publisher.publish("status/a", b"", qos=1, retain=True)
+        await publisher.aclose()
+
+
+async def test_the_bytes_waiting_to_be_sent_are_bounded_when_the_broker_stalls(broker: MosquittoBroker) -> None:
+    # Item 4: with the broker frozen, QoS 0 publishes piled up in paho's queue without bound.
+    from evflow.runtime.errors import OutgoingFull
+
+    limit = 256 * 1024
+    client = MqttClient(BrokerConfig.from_url(broker.url, max_outgoing_bytes=limit, keepalive=0))
+    receiver = MqttClient(BrokerConfig.from_url(broker.url, keepalive=0))
+    payload = b"x" * 1024
+    published = 0
+    received = 0
+    wanted = float("inf")
+    enough = trio.Event()
+
+    def count(_message: MqttMessage) -> None:
+        nonlocal received
+        received += 1
+        if received >= wanted:
+            enough.set()
+
+    async def publish_forever() -> None:
+        nonlocal published
+        while True:
+            await client.publish("stalled/x", payload)
+            published += 1
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        await nursery.start(receiver.run)
+        await receiver.subscribe_callback("stalled/x", count)
+        broker.pause()
+        try:
+            nursery.start_soon(publish_forever)
+            # Every task blocked: the kernel's buffers are full, the writer waits for the socket,
+            # and the publisher waits for room instead of growing a queue.
+            with trio.fail_after(10):  # a publisher that never has to wait would never block
+                await trio.testing.wait_all_tasks_blocked()
+            assert limit <= client.outgoing_bytes < limit + 2 * len(payload)
+            with pytest.raises(OutgoingFull, match="max_outgoing_bytes"):
+                client.publish_nowait("stalled/x", payload)
+            wanted = published + 100  # all of it, and the publisher going on once resumed
+        finally:
+            broker.resume()
+        with trio.fail_after(30):
+            await enough.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_outage_logs_its_cause_once_not_every_attempt(
+    broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    attempts = trio.Event()
+
+    class CountFailures(logging.Handler):
+        count = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if "reconnect" in record.getMessage() and "failed" in record.getMessage():
+                CountFailures.count += 1
+                if CountFailures.count >= 15:
+                    attempts.set()
+
+    counter = CountFailures(logging.DEBUG)
+    mqtt_log = logging.getLogger("evflow.mqtt")
+    mqtt_log.addHandler(counter)
+    previous_level = mqtt_log.level
+    mqtt_log.setLevel(logging.DEBUG)
+    client = MqttClient(BrokerConfig.from_url(broker.url, reconnect_min=0.01, reconnect_max=0.02))
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)
+            broker.kill()
+            with trio.fail_after(20):
+                await attempts.wait()  # 15 failed attempts
+            await trio.to_thread.run_sync(broker.start)
+            with trio.fail_after(20):
+                await client.wait_connected()
+            await client.aclose()
+    finally:
+        mqtt_log.removeHandler(counter)
+        mqtt_log.setLevel(previous_level)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "evflow.mqtt" and r.levelname == "WARNING"]
+    assert len(warnings) <= 2, warnings
+    assert "lost: the broker closed the connection" in warnings[0] or "reset" in warnings[0], warnings
+    assert "Unspecified error" not in caplog.text
+    assert client.stats.connect_failures >= 15 and client.stats.connection_losses == 1
+    assert any("reconnected to" in r.getMessage() and r.levelname == "INFO" for r in caplog.records)
+
+
+def test_reconnect_delays_double_up_to_the_cap_with_jitter() -> None:
+    from evflow.runtime.transport import Backoff
+
+    highest = Backoff(0.1, 30.0, draw=lambda: 1.0)
+    assert [round(highest.delay(), 3) for _ in range(11)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 25.6, 30.0, 30.0]
+    lowest = Backoff(0.1, 30.0, draw=lambda: 0.0)
+    assert [round(lowest.delay(), 3) for _ in range(3)] == [0.05, 0.1, 0.2]
+    highest.reset()
+    assert highest.delay() == 0.1
+    with pytest.raises(ValueError, match="reconnect_min <= reconnect_max"):
+        BrokerConfig.from_url("mqtt://localhost", reconnect_min=5, reconnect_max=1)

@@ -157,6 +157,8 @@ def filter_covers(broad: str, narrow: str) -> bool:
     """Whether every topic matching ``narrow`` also matches ``broad`` (both valid filters)."""
     broad_levels = broad.split("/")
     narrow_levels = narrow.split("/")
+    if broad_levels[0] in ("+", "#") and not narrow_levels[0].startswith(("+", "#")) and narrow.startswith("$"):
+        return False  # a leading wildcard matches no $-topic (MQTT 4.7.2)
     for index, level in enumerate(broad_levels):
         if level == "#":
             return True
