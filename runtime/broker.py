@@ -118,8 +118,8 @@ class BrokerConfig:
     # A subscription whose consumer falls behind keeps, beyond its buffer, a backlog of at most this
     # many messages and payload bytes (QoS 1 ones unacknowledged, holding the broker back); what does
     # not fit is dropped, counted. The connection's reader never waits for a consumer.
-    max_held: int = 10_000
-    max_held_bytes: int = 4 * 1024 * 1024
+    max_held: int = 50_000
+    max_held_bytes: int = 8 * 1024 * 1024
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max` seconds, with jitter.
     reconnect_min: float = 0.1
     reconnect_max: float = attrs.field(default=30.0)

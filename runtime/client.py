@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from .codec import CodecError, decode_json, dump_json, structure
-from .errors import InvalidPayload, InvalidRequest, NotConnected, RequestTimeout
+from .errors import InvalidPayload, InvalidRequest, NotConnected, OutgoingFull, RequestTimeout
 from .models.evse_security import U64_MAX, HeartbeatId
 from .oneshot import OneShot
 from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
@@ -190,7 +190,8 @@ class ApiClient:
         :class:`InvalidRequest` (before sending), :class:`NotConnected`, :class:`RequestTimeout`
         (``timeout``, default ``request_timeout``, covers waiting for an in-flight slot too) or
         :class:`InvalidReply`. While disconnected it fails at once, or with ``wait_for_connection``
-        waits for the connection within the same deadline.
+        waits for the connection within the same deadline; while the connection holds as many bytes
+        unsent as it may (a stalled broker), it waits for room within the deadline.
         """
         op = operation if isinstance(operation, Operation) else self.api.operation(operation)
         if not isinstance(payload, op.request_type):
@@ -234,7 +235,10 @@ class ApiClient:
                     self._timer.deadline = deadline
             try:
                 body = encode_request(payload, self.topics.reply_to(request.reply_topic))
-                mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                try:
+                    mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                except OutgoingFull:  # a stalled broker: wait for room, within the request's deadline
+                    mid = await self._publish_when_room(op, body, deadline, timeout)
                 if timed_by_scope or self.request_qos:
                     with trio.move_on_at(deadline):
                         if self.request_qos:
@@ -250,16 +254,29 @@ class ApiClient:
         finally:
             self._in_flight.release()
 
+    async def _publish_when_room(self, op: Operation[Any, Any], body: bytes, deadline: float, timeout: float) -> int:
+        with trio.move_on_at(deadline):
+            while True:
+                await self.mqtt.wait_outgoing_room()
+                try:
+                    return self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                except OutgoingFull:
+                    continue
+        raise RequestTimeout(op.name, timeout)
+
     async def heartbeats(
-        self, *, qos: int = 0, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST
+        self, *, qos: int = 0, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST,
+        stamp_arrivals: bool = False,
     ) -> HeartbeatSubscription:
         """Subscribe to EVerest's heartbeat (returns once the broker granted it).
 
-        A consumer that falls behind loses the oldest beats (counted): the newest tell the truth
-        about liveness, and a stalled consumer must not hold up the replies on this connection.
+        By default a consumer that falls behind loses the oldest beats (counted): the newest tell
+        the truth about liveness. With ``stamp_arrivals`` the subscription records when the last
+        beat arrived (``subscription.last_arrival``), to time liveness by arrival.
         """
         subscription = await self.mqtt.subscribe(
-            self.topics.e2m(HEARTBEAT), qos=qos, max_buffer=max_buffer, overflow=overflow
+            self.topics.e2m(HEARTBEAT), qos=qos, max_buffer=max_buffer, overflow=overflow,
+            stamp_arrivals=stamp_arrivals,
         )
         return HeartbeatSubscription(subscription)
 

@@ -266,3 +266,36 @@ async def test_a_request_while_the_client_is_not_running_still_times_out(mqtt: M
     with trio.fail_after(5), pytest.raises(RequestTimeout, match="within 0.2 s"):
         await client.get_verify_location("V2G", timeout=0.2)
     assert client.in_flight == 0
+
+
+async def test_a_request_to_a_stalled_broker_waits_for_room_within_its_deadline(broker: MosquittoBroker) -> None:
+    # Bytes waiting to be sent are bounded (max_outgoing_bytes): a request meets a full connection
+    # as it would meet no answer, with RequestTimeout at its deadline, not with a transport error.
+    from evflow.runtime.errors import OutgoingFull
+
+    mqtt = MqttClient(BrokerConfig.from_url(broker.url, max_outgoing_bytes=64 * 1024, keepalive=0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(mqtt.run)
+        client = await start_client(nursery, mqtt)
+        broker.pause()
+        try:
+            filled = False
+
+            async def fill() -> None:
+                nonlocal filled
+                while True:  # until the kernel's buffers and then the connection's own are full
+                    try:
+                        mqtt.publish_nowait("filler", b"x" * 1024)
+                    except OutgoingFull:
+                        filled = True
+                        return
+                    await trio.lowlevel.checkpoint()  # lets the writer hand what it can to the kernel
+
+            with trio.fail_after(20):
+                await fill()
+            assert filled
+            with trio.fail_after(5), pytest.raises(RequestTimeout):
+                await client.is_ca_certificate_installed(CaCertificateType.V2G, timeout=0.5)
+        finally:
+            broker.resume()
+        nursery.cancel_scope.cancel()

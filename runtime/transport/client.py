@@ -17,25 +17,26 @@ Use it as a trio service::
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import paho.mqtt.client as paho
 import trio
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 
 from ..broker import BrokerConfig
 from ..errors import ConnectError, NotConnected, OutgoingFull, SubscribeError
 from ..oneshot import OneShot
 from ..protocol.acks import PubackTable
+from ..protocol.backoff import Backoff
 from ..protocol.router import Route, Router
 from ..ratelimit import RateLimitedLog
-from .session import Session, describe_disconnect
+from .pahoclient import describe_disconnect, make_paho
+from .session import Session
 from .subscriptions import CallbackSubscription, MqttMessage, Overflow, Subscription
 
-__all__ = ["Backoff", "MqttClient", "TransportStats"]
+__all__ = ["MqttClient", "TransportStats"]
 
 log = logging.getLogger("evflow.mqtt")
 
@@ -65,47 +66,13 @@ class TransportStats:
     published: int = 0
 
 
-@attrs.define
-class Backoff:
-    """Reconnect delays: doubling from ``low`` up to ``high``, each drawn in [d/2, d] so that many
-    gateways behind one broker do not come back in step."""
-
-    low: float
-    high: float
-    draw: Callable[[], float] = random.random
-    _next: float = attrs.field(init=False, default=0.0)
-
-    def __attrs_post_init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._next = self.low
-
-    def delay(self) -> float:
-        current = self._next
-        self._next = min(current * 2, self.high)
-        return current * (0.5 + self.draw() / 2)
-
-
-class _LastError(logging.Handler):
-    """Keeps paho's last error line: paho logs why a socket failed (an SSL alert, say), returns only
-    a generic code, and calls on_disconnect with "Unspecified error"."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.message: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.message = record.getMessage()
-
-
 class MqttClient:
     """One MQTT connection, kept up while :meth:`run` runs. See the module docstring."""
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
         self.stats = TransportStats()
-        self._paho = self._make_paho()
+        self._paho, self._paho_error = make_paho(config, self)
         self._router = Router()
         self._route_waiters: dict[Route, OneShot[None]] = {}
         self._pubacks: PubackTable[OneShot[None]] = PubackTable()
@@ -126,46 +93,6 @@ class MqttClient:
         return f"<MqttClient {self.config.address}>"
 
     # ---- paho set-up and callbacks ---------------------------------------------------------------
-
-    def _make_paho(self) -> paho.Client:
-        config = self.config
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=config.client_id,
-            clean_session=True,
-            # EVerest and the brokers around it speak 3.1.1; amqtt and NATS refuse MQTT 5.
-            protocol=MQTTProtocolVersion.MQTTv311,
-            transport="unix" if config.address.is_unix else "tcp",
-            reconnect_on_failure=False,
-        )
-        client.connect_timeout = config.connect_timeout
-        # Every QoS 1 message goes to the wire at once (no paho-side queue outside the byte count);
-        # at most max_unacknowledged of them wait for their PUBACK.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(config.max_unacknowledged)
-        # A QoS 1 message is acknowledged when evflow has it buffered, not on arrival (AckLedger).
-        client.manual_ack_set(True)
-        if config.username is not None:
-            client.username_pw_set(config.username, config.password)
-        context = config.effective_tls_context()
-        if context is not None:
-            client.tls_set_context(context)
-            # The context decides about host names; stop paho from checking again (its own check uses
-            # ssl.match_hostname, gone since Python 3.12).
-            client.tls_insecure_set(not context.check_hostname)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        # on_publish is set only while a PUBACK is awaited: with it set, paho builds an MQTT 5
-        # reason code and properties object for every QoS 0 message it writes.
-        client.on_socket_close = self._on_socket_close
-        # A logger of this client's own, outside logging's registry, that formats nothing below ERROR.
-        paho_log = logging.Logger("evflow.mqtt.paho", logging.ERROR)
-        self._paho_error = _LastError()
-        paho_log.addHandler(self._paho_error)
-        client.enable_logger(paho_log)
-        return client
 
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _properties: Any) -> None:
         if self._session is not None:

@@ -280,19 +280,3 @@ class Session:
             if self.paho.loop_misc() != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return
             self.kick_writer()
-
-
-def describe_disconnect(wire: Wire | None, paho_error: str | None, reason: Any) -> str:
-    """Why a connection ended, in words: what the socket saw, else paho's own error line."""
-    if wire is not None and wire.failure:
-        return wire.failure
-    if paho_error and reason.is_failure:
-        return paho_error
-    name = reason.getName() if hasattr(reason, "getName") else str(reason)
-    if name == "Keep alive timeout":
-        return "the broker did not answer within the keepalive time"
-    if name == "Success":
-        return "disconnected"
-    if name == "Unspecified error":
-        return "the connection ended"
-    return name
