@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import attrs
 import trio
-
 from evflow.runtime.client import ApiClient, HeartbeatSubscription
-from evflow.runtime.transport import Overflow
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message
 from evflow.runtime.nodeapi import Node, number_range, one_of, ref
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
+from evflow.runtime.transport import Overflow
 
 
 @attrs.frozen(kw_only=True)
@@ -49,41 +48,61 @@ class Heartbeat(Node[HeartbeatConfig]):
         self.received = 0
         client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
         self.topic = client.topics.e2m("heartbeat")
-        # BLOCK: a flood of beats slows the broker down (TCP) instead of being dropped here.
-        self.beats: HeartbeatSubscription = await client.heartbeats(qos=self.config.qos, overflow=Overflow.BLOCK)
+        # BLOCK: beats a slow flow has not taken yet wait in the subscription's backlog, not dropped.
+        self.beats: HeartbeatSubscription = await client.heartbeats(
+            qos=self.config.qos, overflow=Overflow.BLOCK, stamp_arrivals=True
+        )
 
     async def run(self) -> None:
-        send = self.context.send
-        topic = self.topic
-        sequence = HeartbeatSequence()
         liveness = Liveness(self.config.timeout)
         liveness.start(trio.current_time())
+        self._restored = trio.Event()
+        # Two tasks, and no timer around a send: a beat on its way to a slow node is never cut short.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch, liveness)
+            await self._take_beats(liveness)
+
+    async def _take_beats(self, liveness: Liveness) -> None:
+        """Each beat in arrival order: liveness restored, gaps and restarts, the beat itself."""
+        send = self.context.send
+        topic = self.topic
+        subscription = self.beats.subscription
+        sequence = HeartbeatSequence()
         receive, receive_nowait = self.beats.receive, self.beats.receive_nowait
-        never = float("inf")
         while True:
-            # One timer per liveness deadline, not per beat: when it fires, beats that came meanwhile
-            # have moved the deadline on, and the loop only re-arms it.
+            try:
+                try:
+                    beat = receive_nowait()  # a burst goes on without a scheduler round trip each
+                except trio.WouldBlock:
+                    beat = await receive()
+            except InvalidPayload as exc:
+                await self.context.error(exc)
+                continue
+            self.received += 1
+            if liveness.beat(subscription.last_arrival or trio.current_time()) is LivenessEvent.RESTORED:
+                self._restored.set()
+                self._restored = trio.Event()
+                await send(new_message({"event": "restored", "beat": beat}, topic), 1)
+            event = sequence.observe(beat)
+            if event.kind is BeatKind.GAP:
+                await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
+                                        "previous": event.previous}, topic), 1)
+            elif event.kind is BeatKind.RESTARTED:
+                await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
+            await send(new_message(beat, topic), 0)
+
+    async def _watch(self, liveness: Liveness) -> None:
+        """Report "lost" when no beat *arrived* within the timeout, however far behind the flow is
+        in taking them: silence is measured from arrivals, not from the flow's progress."""
+        subscription = self.beats.subscription
+        while True:
             deadline = liveness.deadline
-            with trio.CancelScope(deadline=never if deadline is None else deadline) as timer:
-                while True:
-                    try:
-                        try:
-                            beat = receive_nowait()  # a burst goes on without a scheduler round trip each
-                        except trio.WouldBlock:
-                            beat = await receive()
-                    except InvalidPayload as exc:
-                        await self.context.error(exc)
-                        continue
-                    self.received += 1
-                    if liveness.beat(trio.current_time()) is LivenessEvent.RESTORED:
-                        timer.deadline = liveness.deadline  # type: ignore[assignment]
-                        await send(new_message({"event": "restored", "beat": beat}, topic), 1)
-                    event = sequence.observe(beat)
-                    if event.kind is BeatKind.GAP:
-                        await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
-                                                "previous": event.previous}, topic), 1)
-                    elif event.kind is BeatKind.RESTARTED:
-                        await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
-                    await send(new_message(beat, topic), 0)
+            if deadline is None:  # lost: only a beat changes anything now
+                await self._restored.wait()
+                continue
+            await trio.sleep_until(deadline)
+            arrived = subscription.last_arrival
+            if arrived is not None and liveness.last_seen is not None and arrived > liveness.last_seen:
+                liveness.last_seen = arrived  # beats came, and wait in the subscription: alive
             if liveness.check(trio.current_time()) is LivenessEvent.LOST:
-                await send(new_message({"event": "lost", "timeout": self.config.timeout}, topic), 1)
+                await self.context.send(new_message({"event": "lost", "timeout": self.config.timeout}, self.topic), 1)

@@ -6,8 +6,7 @@ from typing import Any
 
 import attrs
 import trio
-
-from evflow.runtime.message import new_message
+from evflow.runtime.message import copy_value, new_message
 from evflow.runtime.nodeapi import Node, number_range
 
 
@@ -46,7 +45,8 @@ class Inject(Node[InjectConfig]):
             next_at += config.interval
             await trio.sleep_until(next_at)
         while config.repeat is None or sent < config.repeat:
-            await self.send(new_message(config.payload, config.topic))
+            # Each message gets a payload of its own: a node that changes it must not change the next.
+            await self.send(new_message(copy_value(config.payload), config.topic))
             sent += 1
             if config.interval == 0:
                 return

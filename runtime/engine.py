@@ -1,18 +1,17 @@
 """The flow engine: runs a checked :class:`FlowPlan` in a trio nursery it owns.
 
-Each node with input is one or more worker tasks reading a bounded memory channel; a wire is a send
-on the target's channel, so a slow node holds back its senders instead of growing a queue. Messages
-are frozen, so fan-out hands the same object to every target.
-
-A node type declared ``inline`` (its ``receive`` only computes and sends) is run in the sender's task
-when it is idle and nothing waits in its queue: a chain like mqtt in → filter → mqtt out then costs no
-task switch per message, while order, one-at-a-time delivery and backpressure stay as with the queue.
+Each node with input has an :class:`~evflow.runtime.delivery.Inbox` (a bounded queue and its
+workers); a wire is a delivery into the target's inbox, so a slow node holds back its senders
+instead of growing a queue (see :mod:`evflow.runtime.delivery`). Failures go where
+:mod:`evflow.runtime.failures` says. Nodes see only their :class:`~evflow.runtime.host.NodeHost`.
 
 Start and stop are phases with barriers between them (Node-RED's stop has none):
 
-* start: config nodes serve (in dependency order) → every node's ``start`` → sources run;
-* stop: sources cancelled → messages in flight drain (``drain_timeout``) → every node's ``close``
-  (``close_timeout``) → config nodes close, in reverse order; the whole stop within ``stop_timeout``.
+* start: config nodes serve, each once those it names are up → every node's ``start`` → sources run;
+* stop: sources stop (each between two sends, so the message it is handing on is delivered) →
+  messages in flight drain (``drain_timeout``) → every node's ``close`` (``close_timeout``) →
+  config nodes close one at a time, each before those it names; the whole stop within
+  ``stop_timeout``.
 """
 
 from __future__ import annotations
@@ -25,9 +24,11 @@ import attrs
 import trio
 
 from . import redaction
+from .delivery import Inbox, InboxStats, InFlight, Overflow
 from .errors import EvflowError
-from .message import Message, NodeError, new_message
-from .nodeapi import ConfigNode, ErrorScope
+from .failures import FailureRouter
+from .host import NodeHost
+from .message import Message
 from .ratelimit import RateLimitedLog
 from .validate import FlowPlan, PlannedNode
 
@@ -35,162 +36,18 @@ __all__ = ["FlowEngine", "FlowFailed", "FlowStartError"]
 
 log = logging.getLogger("evflow.engine")
 
-# Errors caused while handling an error message, in a row, before the engine stops routing them.
-MAX_ERROR_DEPTH = 10
-
 
 class FlowStartError(EvflowError):
     """A node could not start; the flow does not run."""
-
-
-class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['node']}] {msg}", kwargs  # type: ignore[index]
 
 
 class FlowFailed(EvflowError):
     """A source kept failing beyond its restart limit: the flow stops, loudly."""
 
 
-@attrs.define(eq=False)
-class _Host:
-    """A node's :class:`NodeContext`: its identity and its wires."""
-
-    engine: FlowEngine
-    plan: PlannedNode
-    node_id: str
-    node_type: str
-    name: str
-    tab: str
-    log: Any
-    outputs: list[list[_Host]] = attrs.field(factory=list)
-    # Per output port: whether an inline node is wired to it (send_nowait cannot run one).
-    inline_wired: list[bool] = attrs.field(factory=list)
-    instance: Any = None
-    inbox: trio.MemorySendChannel[Message] | None = None
-    inbox_out: trio.MemoryReceiveChannel[Message] | None = None
-    blocking: bool = True  # overflow "block"; else "drop-oldest"/"drop-newest"
-    dropped: int = 0
-    last_status: str = ""
-    log_error: Any = None
-    log_drop: Any = None
-    taps: list[trio.MemorySendChannel[tuple[int, Message]]] = attrs.field(factory=list)
-    # For an inline node: whether a message is being handled (inline or by its worker), how many wait
-    # in its queue (sent, not yet started), and its worker parked while an inline run finishes.
-    inline: bool = False
-    busy: bool = False
-    queued: int = 0
-    idle: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot)
-
-    async def send(self, msg: Message, port: int = 0) -> None:
-        if self.taps:
-            for tap in self.taps:
-                tap.send_nowait((port, msg))  # a tool's view: sized by the tool, never blocks the flow
-        waited = False
-        for target in self.outputs[port]:
-            waited = await target.deliver(msg) or waited
-        if not waited:
-            # Still honour cancellation, without the full scheduler round trip of a checkpoint.
-            await trio.lowlevel.checkpoint_if_cancelled()
-
-    def send_nowait(self, msg: Message, port: int = 0) -> bool:
-        """Deliver ``msg`` to every node wired to ``port`` if each can queue it at once; else to none."""
-        targets = self.outputs[port]
-        if self.inline_wired[port]:
-            return False
-        if len(targets) == 1 and targets[0].blocking and not self.taps:
-            target = targets[0]  # the common case: one attempt is the check
-            try:
-                target.inbox.send_nowait(msg)  # type: ignore[union-attr]
-            except trio.WouldBlock:
-                return False
-            target.queued += 1
-            self.engine._in_flight += 1
-            return True
-        # A node wired twice to the port needs room for two.
-        if not all(_has_room(target, targets.count(target)) for target in targets if target.blocking):
-            return False
-        for tap in self.taps:
-            tap.send_nowait((port, msg))  # as in send: a tool's view, before the wires
-        for target in targets:
-            self.engine._in_flight += 1
-            if target.blocking:
-                target.queued += 1
-                target.inbox.send_nowait(msg)  # type: ignore[union-attr]
-            else:
-                target._offer(msg)
-        return True
-
-    def can_send_nowait(self, port: int = 0) -> bool:
-        return not self.inline_wired[port]
-
-    async def deliver(self, msg: Message) -> bool:
-        """Hand ``msg`` to this node: run it here when inline and idle, else queue it (waiting while
-        the queue is full, or by the drop policy). True when it went through a checkpoint."""
-        engine = self.engine
-        engine._in_flight += 1
-        if self.inline and not self.busy and not self.queued:
-            await self.handle(msg)
-            return False
-        if self.blocking:
-            self.queued += 1
-            try:
-                # A queue with room takes it without the scheduler round trip that `send` costs.
-                self.inbox.send_nowait(msg)  # type: ignore[union-attr]
-                return False
-            except trio.WouldBlock:
-                pass
-            try:
-                await self.inbox.send(msg)  # type: ignore[union-attr]
-            except BaseException:  # not delivered (cancelled at shutdown): not in flight either
-                self.queued -= 1
-                engine._in_flight -= 1
-                engine.abandoned_at_stop += 1
-                raise
-            return True
-        self._offer(msg)
-        return False
-
-    async def handle(self, msg: Message) -> None:
-        """Run ``receive`` on one message, in whichever task: one bad message never stops the flow,
-        its failure is routed."""
-        self.busy = True
-        try:
-            await self.instance.receive(msg)
-        except Exception as exc:
-            await self.engine._route_error(self, exc, msg)
-        finally:
-            self.busy = False
-            self.engine._done_one()
-            if self.idle:  # a worker waits for an inline run to end
-                self.idle.unpark()
-
-    def _offer(self, msg: Message) -> None:
-        """Deliver without waiting, by this node's drop policy (counted and logged, never silent)."""
-        assert self.inbox is not None and self.inbox_out is not None
-        try:
-            self.inbox.send_nowait(msg)
-            self.queued += 1
-            return
-        except trio.WouldBlock:
-            pass
-        self.engine._in_flight -= 1  # one message is dropped: this one, or the oldest queued
-        if self.plan.overflow == "drop-oldest":
-            self.inbox_out.receive_nowait()
-            self.inbox.send_nowait(msg)
-        self.dropped += 1
-        self.log_drop("input queue full (%d): dropped a message (%s), %d so far", self.engine.queue_size_of(self),
-                      self.plan.overflow, self.dropped)
-
-    async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
-        await self.engine._route_error(self, error, msg)
-
-    def status(self, text: str) -> None:
-        self.last_status = text
-        self.log.debug("status: %s", text)
-
-    def config_node(self, node_id: str) -> ConfigNode[Any]:
-        return self.engine._hosts[node_id].instance
+class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['node']}] {msg}", kwargs  # type: ignore[index]
 
 
 class FlowEngine:
@@ -207,55 +64,71 @@ class FlowEngine:
         restart_delay: float = 0.1,
     ) -> None:
         self.plan = plan
+        self.queue_size = queue_size
         self.stop_timeout = stop_timeout
+        self.drain_timeout = drain_timeout
+        self.close_timeout = close_timeout
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.restart_delay = restart_delay
-        self.queue_size = queue_size
-        self.drain_timeout = drain_timeout
-        self.close_timeout = close_timeout
-        self.errors_logged = 0
-        self.errors_routed = 0
-        # Messages a sender was still handing on (waiting on a full queue) when it was cancelled at stop.
-        self.abandoned_at_stop = 0
-        self._in_flight = 0
-        self._draining = False
-        self._drained = trio.Event()
+        self._in_flight = InFlight()
+        self._failures = FailureRouter()
         self._stop = trio.Event()
         # Set when run() has gone through every shutdown phase.
         self.stopped = trio.Event()
-        self._hosts: dict[str, _Host] = {}
-        self._catchers: list[tuple[_Host, ErrorScope]] = []
+        self._planned: dict[str, PlannedNode] = {planned.id: planned for planned in plan.nodes}
+        self._hosts: dict[str, NodeHost] = {}
         for planned in plan.nodes:
             for field in attrs.fields(type(planned.config)):
                 value = getattr(planned.config, field.name)
                 if field.metadata.get("evflow_secret") and isinstance(value, str):
                     redaction.add(value)
-            logger = logging.getLogger(f"evflow.node.{planned.type}")
-            node_log = _NodeLog(logger, {"node": planned.name or planned.id})
-            node_class = planned.node_class
-            self._hosts[planned.id] = _Host(
-                self, planned, planned.id, planned.type, planned.name, planned.tab, node_log,
-                blocking=planned.overflow == "block",
-                # A node with a drop policy would rather drop than hold its sender: it keeps its queue.
-                inline=not planned.is_config and getattr(node_class, "inline", False)
-                and planned.overflow == "block" and node_class.concurrency_of(planned.config) == 1,
-                log_error=RateLimitedLog(node_log, logging.ERROR),  # type: ignore[arg-type]
-                log_drop=RateLimitedLog(node_log, logging.WARNING),  # type: ignore[arg-type]
+            node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), {"node": planned.name or planned.id})
+            self._hosts[planned.id] = NodeHost(
+                node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, log=node_log,
+                error_port=None if planned.is_config else planned.node_class.error_port,
+                failures=self._failures, log_error=RateLimitedLog(node_log, logging.ERROR), hosts=self._hosts,
             )
 
-    # ---- control ---------------------------------------------------------------------------------
+    # ---- control and views -------------------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Begin the shutdown phases (idempotent; safe from any trio task)."""
         self._stop.set()
 
-    def host(self, node_id: str) -> _Host:
-        return self._hosts[node_id]
+    @property
+    def in_flight(self) -> int:
+        """Messages accepted by some node and not yet handled (or dropped)."""
+        return self._in_flight.count
+
+    @property
+    def errors_logged(self) -> int:
+        return self._failures.errors_logged
+
+    @property
+    def errors_routed(self) -> int:
+        return self._failures.errors_routed
+
+    @property
+    def abandoned_at_stop(self) -> int:
+        """Messages a sender was still waiting to hand on when the stop's deadline passed."""
+        return self._in_flight.abandoned
 
     def node(self, node_id: str) -> Any:
         """The running instance of a node (for tests and tools)."""
         return self._hosts[node_id].instance
+
+    def inbox_stats(self, node_id: str) -> InboxStats:
+        """The node's input queue now (for tests and tools)."""
+        inbox = self._hosts[node_id].inbox
+        if inbox is None:
+            raise ValueError(f"{self._hosts[node_id].node_type} {node_id!r} takes no input")
+        return inbox.statistics()
+
+    def runs_inline(self, node_id: str) -> bool:
+        """Whether the engine may run the node in its senders' tasks (see :mod:`.delivery`)."""
+        inbox = self._hosts[node_id].inbox
+        return inbox is not None and inbox.inline
 
     def tap(self, node_id: str, buffer: int = 10_000) -> trio.MemoryReceiveChannel[tuple[int, Message]]:
         """Everything ``node_id`` sends from now on, as ``(port, message)``, wired or not (for tests
@@ -269,57 +142,16 @@ class FlowEngine:
         host = self._hosts[node_id]
         if host.inbox is None:
             raise ValueError(f"{host.node_type} {node_id!r} takes no input")
-        if not await host.deliver(msg):
+        if not await host.inbox.put(msg):
             await trio.lowlevel.checkpoint()
-
-    # ---- run -------------------------------------------------------------------------------------
-
-    async def run(self, *, task_status: trio.TaskStatus[FlowEngine] = trio.TASK_STATUS_IGNORED) -> None:
-        config_hosts = _in_dependency_order([h for h in self._hosts.values() if h.plan.is_config], self._hosts)
-        node_hosts = [h for h in self._hosts.values() if not h.plan.is_config]
-        self._wire(node_hosts)
-        async with trio.open_nursery() as services:
-            for host in config_hosts:
-                host.instance = host.plan.node_class(host, host.plan.config)
-                await _start_service(services, host)
-            for host in node_hosts:
-                host.instance = host.plan.node_class(host, host.plan.config)
-                scope = host.plan.node_class.error_scope(host.plan.config)
-                if scope is not None:
-                    self._catchers.append((host, scope))
-            async with trio.open_nursery() as workers:
-                for host in node_hosts:
-                    if host.inbox_out is not None:
-                        for _ in range(max(1, host.plan.node_class.concurrency_of(host.plan.config))):
-                            workers.start_soon(self._work, host, host.inbox_out.clone())
-                await _start_all(node_hosts)
-                async with trio.open_nursery() as sources:
-                    for host in node_hosts:
-                        if host.plan.node_class.is_source:
-                            sources.start_soon(self._run_source, host)
-                    log.info("flow running: %d nodes", len(self._hosts))
-                    task_status.started(self)
-                    await self._stop.wait()
-                    log.info("stopping: sources")
-                    sources.cancel_scope.cancel()
-                stop_by = trio.current_time() + self.stop_timeout
-                # Each phase gets its own timeout, and leaves the next ones a share of the deadline.
-                await self._drain(min(self.drain_timeout, self.stop_timeout * 0.4))
-                await self._close_all(node_hosts, "node", min(self.close_timeout, stop_by - trio.current_time() - self.stop_timeout * 0.2))
-                workers.cancel_scope.cancel()
-            await self._close_all(list(reversed(config_hosts)), "config node", stop_by - trio.current_time())
-            services.cancel_scope.cancel()
-        self._log_stats()
-        log.info("flow stopped")
-        self.stopped.set()
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Every node's counters, and the engine's own for it (drops at its input)."""
         report: dict[str, dict[str, int]] = {}
         for host in self._hosts.values():
             counters = dict(host.instance.stats()) if host.instance is not None else {}
-            if host.dropped:
-                counters["input_dropped"] = host.dropped
+            if host.inbox is not None and host.inbox.dropped:
+                counters["input_dropped"] = host.inbox.dropped
             if counters:
                 report[host.node_id] = counters
         report["engine"] = {"errors_logged": self.errors_logged, "errors_routed": self.errors_routed}
@@ -327,143 +159,169 @@ class FlowEngine:
             report["engine"]["abandoned_at_stop"] = self.abandoned_at_stop
         return report
 
+    # ---- run -------------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[FlowEngine] = trio.TASK_STATUS_IGNORED) -> None:
+        config_ids = _in_dependency_order([p for p in self.plan.nodes if p.is_config], self._planned)
+        node_ids = [p.id for p in self.plan.nodes if not p.is_config]
+        self._wire(node_ids)
+        async with trio.open_nursery() as services:
+            served: list[tuple[str, trio.CancelScope, trio.Event]] = []
+            stop_by = None
+            try:
+                for node_id in config_ids:
+                    served.append(await self._serve(services, node_id))
+                stop_by = await self._run_nodes(node_ids, task_status)
+            finally:
+                # Also when the flow failed to start; not when cancelled (a second signal).
+                await self._close_config_nodes(reversed(served), stop_by or trio.current_time() + self.close_timeout)
+                services.cancel_scope.cancel()
+        self._log_stats()
+        log.info("flow stopped")
+        self.stopped.set()
+
+    async def _run_nodes(self, node_ids: list[str], task_status: trio.TaskStatus[FlowEngine]) -> float:
+        """Run the nodes until asked to stop, then stop them; returns the deadline of the whole stop."""
+        hosts = [self._hosts[node_id] for node_id in node_ids]
+        for host in hosts:
+            planned = self._planned[host.node_id]
+            host.instance = planned.node_class(host, planned.config)
+            scope = planned.node_class.error_scope(planned.config)
+            if scope is not None:
+                self._failures.add_catcher(host, scope)
+        async with trio.open_nursery() as workers:
+            for host in hosts:
+                if host.inbox is not None:
+                    planned = self._planned[host.node_id]
+                    for _ in range(max(1, planned.node_class.concurrency_of(planned.config))):
+                        workers.start_soon(host.inbox.work)
+            await _start_all(hosts)
+            sources = [host for host in hosts if self._planned[host.node_id].node_class.is_source]
+            async with trio.open_nursery() as running:
+                for host in sources:
+                    host.source_scope = trio.CancelScope()  # cancellable before its task runs
+                    running.start_soon(self._run_source, host)
+                log.info("flow running: %d nodes", len(self._hosts))
+                task_status.started(self)
+                await self._stop.wait()
+                stop_at = trio.current_time()
+                log.info("stopping: sources")
+                for host in sources:
+                    host.request_stop()
+                # A source still handing a message on when the drain's deadline passes is cancelled.
+                drain_by = stop_at + min(self.drain_timeout, self.stop_timeout * 0.4)
+                running.cancel_scope.deadline = drain_by
+            await self._drain(drain_by - stop_at)
+            # Nodes close within close_timeout, leaving a fifth of the stop to the config nodes.
+            stop_by = stop_at + self.stop_timeout
+            close_within = min(self.close_timeout, stop_by - self.stop_timeout * 0.2 - trio.current_time())
+            await _close_all(hosts, "node", close_within)
+            workers.cancel_scope.cancel()
+        return stop_by
+
+    def _wire(self, node_ids: Iterable[str]) -> None:
+        for node_id in node_ids:
+            planned, host = self._planned[node_id], self._hosts[node_id]
+            node_class = planned.node_class
+            if not node_class.has_input:
+                continue
+            overflow = Overflow(planned.overflow)
+            capacity = planned.queue_size or self.queue_size
+            # A node with a drop policy would rather drop than hold its sender: it keeps its queue.
+            one_at_a_time = node_class.concurrency_of(planned.config) == 1
+            host.inbox = Inbox(
+                capacity=capacity, overflow=overflow,
+                inline=node_class.inline and overflow is Overflow.BLOCK and one_at_a_time,
+                handle=host.handle, in_flight=self._in_flight, on_drop=_drop_reporter(host, capacity, overflow),
+            )
+        for node_id in node_ids:
+            host = self._hosts[node_id]
+            host.outputs = [
+                [self._hosts[target].inbox for target in port if self._hosts[target].inbox is not None]  # type: ignore[misc]
+                for port in self._planned[node_id].wires
+            ]
+            host.inline_wired = [any(target.inline for target in port) for port in host.outputs]
+
+    async def _serve(self, nursery: trio.Nursery, node_id: str) -> tuple[str, trio.CancelScope, trio.Event]:
+        """Start a config node's ``serve`` in a scope of its own, so that it can end alone."""
+        host, planned = self._hosts[node_id], self._planned[node_id]
+        host.instance = planned.node_class(host, planned.config)
+        scope = trio.CancelScope()
+        ended = trio.Event()
+
+        async def serve(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with scope:
+                    await host.instance.serve(task_status=task_status)
+            finally:
+                ended.set()
+
+        try:
+            await nursery.start(serve)
+        except EvflowError as exc:
+            raise FlowStartError(f"{host.node_type} {node_id!r} did not start: {exc}") from None
+        return node_id, scope, ended
+
+    async def _close_config_nodes(
+        self, served: Iterable[tuple[str, trio.CancelScope, trio.Event]], deadline: float
+    ) -> None:
+        """One at a time, each before the config nodes it names (an API client ends before its
+        broker connection does): ``close``, then its ``serve`` is cancelled and has ended."""
+        for node_id, scope, ended in served:
+            host = self._hosts[node_id]
+            await _close_all([host], "config node", max(deadline - trio.current_time(), 0.0))
+            scope.cancel()
+            with trio.move_on_at(deadline):
+                await ended.wait()
+
+    async def _run_source(self, host: NodeHost) -> None:
+        """Run a source; after a failure, restart it, OTP style: more than ``max_restarts`` failures
+        within ``restart_window`` seconds fail the whole flow with the reason."""
+        failures: list[float] = []
+        with host.source_scope:  # type: ignore[union-attr]
+            while True:
+                try:
+                    await host.instance.run()
+                    return  # a source that is done (an inject that sent its `repeat`)
+                except Exception as exc:
+                    await self._failures.route(host, exc, None)
+                    now = trio.current_time()
+                    failures = [t for t in failures if now - t < self.restart_window] + [now]
+                    if len(failures) > self.max_restarts:
+                        raise FlowFailed(
+                            f"{host.node_type} {host.node_id!r} failed {len(failures)} times within "
+                            f"{self.restart_window:g} s; last: {type(exc).__name__}: {exc}"
+                        ) from None
+                    host.log.warning("source failed (%s: %s); restarting", type(exc).__name__, exc)
+                    await trio.sleep(self.restart_delay)
+
+    async def _drain(self, timeout: float) -> None:
+        if self._in_flight.count == 0:
+            return
+        log.info("stopping: draining %d message(s) in flight", self._in_flight.count)
+        with trio.move_on_after(timeout):
+            await self._in_flight.wait_drained()
+            return
+        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight.count, timeout)
+
     def _log_stats(self) -> None:
         for node_id, counters in self.stats().items():
             log.info("stats %s: %s", node_id, " ".join(f"{key}={value}" for key, value in counters.items()))
 
-    def queue_size_of(self, host: _Host) -> int:
-        return host.plan.queue_size or self.queue_size
 
-    def _wire(self, node_hosts: Iterable[_Host]) -> None:
-        for host in node_hosts:
-            if host.plan.node_class.has_input:
-                host.inbox, host.inbox_out = trio.open_memory_channel[Message](self.queue_size_of(host))
-        for host in node_hosts:
-            host.outputs = [
-                [self._hosts[target] for target in port if self._hosts[target].inbox is not None]
-                for port in host.plan.wires
-            ]
-            host.inline_wired = [any(target.inline for target in port) for port in host.outputs]
+def _drop_reporter(host: NodeHost, capacity: int, overflow: Overflow) -> Any:
+    log_drop = RateLimitedLog(host.log, logging.WARNING)
 
-    async def _work(self, host: _Host, inbox: trio.MemoryReceiveChannel[Message]) -> None:
-        async with inbox:
-            async for msg in inbox:
-                while host.busy and host.inline:  # an inline run in a sender's task unparks us when done
-                    await host.idle.park()
-                host.queued -= 1
-                await host.handle(msg)
+    def report(dropped: int) -> None:
+        log_drop("input queue full (%d): dropped a message (%s), %d so far", capacity, overflow, dropped)
 
-    def _done_one(self) -> None:
-        self._in_flight -= 1
-        if self._draining and self._in_flight == 0:
-            self._drained.set()
-
-    async def _run_source(self, host: _Host) -> None:
-        """Run a source; after a failure, restart it, OTP style: more than ``max_restarts`` failures
-        within ``restart_window`` seconds fail the whole flow with the reason."""
-        failures: list[float] = []
-        while True:
-            try:
-                await host.instance.run()
-                return  # a source that is done (an inject that sent its `repeat`)
-            except Exception as exc:
-                await self._route_error(host, exc, None)
-                now = trio.current_time()
-                failures = [t for t in failures if now - t < self.restart_window] + [now]
-                if len(failures) > self.max_restarts:
-                    raise FlowFailed(
-                        f"{host.node_type} {host.node_id!r} failed {len(failures)} times within "
-                        f"{self.restart_window:g} s; last: {type(exc).__name__}: {exc}"
-                    ) from None
-                host.log.warning("source failed (%s: %s); restarting", type(exc).__name__, exc)
-                await trio.sleep(self.restart_delay)
-
-    async def _drain(self, timeout: float) -> None:
-        self._draining = True
-        if self._in_flight == 0:
-            return
-        log.info("stopping: draining %d message(s) in flight", self._in_flight)
-        with trio.move_on_after(timeout):
-            await self._drained.wait()
-            return
-        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight, timeout)
-
-    async def _close_all(self, hosts: list[_Host], what: str, timeout: float) -> None:
-        timeout = max(timeout, 0.0)
-
-        async def close(host: _Host) -> None:
-            with trio.move_on_after(timeout) as scope:
-                try:
-                    await host.instance.close()
-                except Exception as exc:
-                    host.log.error("%s failed to close: %s", what, exc)
-            if scope.cancelled_caught:
-                host.log.error("%s did not close within %.1f s", what, timeout)
-
-        async with trio.open_nursery() as closing:
-            for host in hosts:
-                if host.instance is not None:
-                    closing.start_soon(close, host)
-
-    # ---- errors ----------------------------------------------------------------------------------
-
-    async def _route_error(self, host: _Host, error: BaseException | str, msg: Message | None) -> None:
-        previous = msg.error.count if msg is not None and msg.error is not None else 0
-        text = error if isinstance(error, str) else (str(error) or type(error).__name__)
-        node_error = NodeError(
-            message=text,
-            source_id=host.node_id,
-            source_type=host.node_type,
-            source_name=host.name,
-            kind="" if isinstance(error, str) else type(error).__name__,
-            count=previous + 1,
-        )
-        if node_error.count > MAX_ERROR_DEPTH:
-            host.log.error("error loop: dropped a message after %d errors in a row: %s", previous, text)
-            return
-        self.errors_routed += 1
-        failed = (msg if msg is not None else new_message(None)).with_error(node_error)
-        port = host.plan.node_class.error_port
-        if port is not None and port < len(host.outputs) and host.outputs[port]:
-            await host.send(failed, port)
-            return
-        catchers = self._catchers_of(host)
-        if catchers:
-            for catcher in catchers:
-                await catcher.deliver(failed)
-            return
-        self.errors_logged += 1
-        host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log
-
-    def _catchers_of(self, host: _Host) -> list[_Host]:
-        scoped = [
-            (catcher, scope)
-            for catcher, scope in self._catchers
-            if catcher is not host
-            and (scope.node_ids is not None and host.node_id in scope.node_ids
-                 or scope.node_ids is None and catcher.tab == host.tab)
-        ]
-        regular = [catcher for catcher, scope in scoped if not scope.uncaught]
-        return regular or [catcher for catcher, scope in scoped if scope.uncaught]
+    return report
 
 
-def _has_room(host: _Host, count: int) -> bool:
-    """Whether ``count`` messages fit in ``host``'s queue now."""
-    room = host.inbox.statistics()  # type: ignore[union-attr]
-    return room.max_buffer_size - room.current_buffer_used >= count
-
-
-async def _start_service(nursery: trio.Nursery, host: _Host) -> None:
-    try:
-        await nursery.start(host.instance.serve)
-    except EvflowError as exc:
-        raise FlowStartError(f"{host.node_type} {host.node_id!r} did not start: {exc}") from None
-
-
-async def _start_all(hosts: list[_Host]) -> None:
+async def _start_all(hosts: list[NodeHost]) -> None:
     failures: list[str] = []
 
-    async def start(host: _Host) -> None:
+    async def start(host: NodeHost) -> None:
         try:
             await host.instance.start()
         except EvflowError as exc:
@@ -476,21 +334,39 @@ async def _start_all(hosts: list[_Host]) -> None:
         raise FlowStartError("; ".join(failures))
 
 
-def _in_dependency_order(hosts: list[_Host], all_hosts: dict[str, _Host]) -> list[_Host]:
-    """Config nodes ordered so that each comes after the config nodes it refers to."""
-    ordered: list[_Host] = []
+async def _close_all(hosts: list[NodeHost], what: str, timeout: float) -> None:
+    """Every node's ``close`` at once, each within ``timeout``; a failure is logged, not raised."""
+
+    async def close(host: NodeHost) -> None:
+        with trio.move_on_after(max(timeout, 0.0)) as scope:
+            try:
+                await host.instance.close()
+            except Exception as exc:
+                host.log.error("%s failed to close: %s", what, exc)
+        if scope.cancelled_caught:
+            host.log.error("%s did not close within %.1f s", what, timeout)
+
+    async with trio.open_nursery() as closing:
+        for host in hosts:
+            if host.instance is not None:
+                closing.start_soon(close, host)
+
+
+def _in_dependency_order(planned: list[PlannedNode], by_id: dict[str, PlannedNode]) -> list[str]:
+    """Config node ids ordered so that each comes after the config nodes it refers to."""
+    ordered: list[str] = []
     seen: set[str] = set()
 
-    def visit(host: _Host) -> None:
-        if host.node_id in seen:
+    def visit(node: PlannedNode) -> None:
+        if node.id in seen:
             return
-        seen.add(host.node_id)
-        for reference in host.plan.references():
-            target = all_hosts.get(reference)
-            if target is not None and target.plan.is_config:
+        seen.add(node.id)
+        for reference in node.references():
+            target = by_id.get(reference)
+            if target is not None and target.is_config:
                 visit(target)
-        ordered.append(host)
+        ordered.append(node.id)
 
-    for host in hosts:
-        visit(host)
+    for node in planned:
+        visit(node)
     return ordered

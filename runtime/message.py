@@ -1,7 +1,9 @@
-"""What flows along wires: immutable messages, and the error a failing node attaches to one."""
+"""What flows along wires: messages, and the error a failing node attaches to one."""
 
 from __future__ import annotations
 
+import copy
+import enum
 import itertools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -9,7 +11,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["EMPTY_META", "Message", "NodeError", "new_message"]
+__all__ = ["EMPTY_META", "Message", "NodeError", "copy_value", "new_message"]
 
 EMPTY_META: Mapping[str, Any] = MappingProxyType({})
 _ids = itertools.count(1)
@@ -31,10 +33,15 @@ class NodeError:
 
 @attrs.frozen(slots=True)
 class Message:
-    """An immutable message. Fan-out hands the same object to every wire: nobody can change it.
+    """A message: frozen, and its payload is its own.
 
-    ``meta`` is an open mapping for what nodes want to carry along (never mutated: make a new one).
-    ``error`` is set on messages routed to an error port or a ``catch`` node.
+    A message sent to several nodes reaches the first as it is and every other one as a
+    :meth:`copy` whose payload shares no mutable part with it (Node-RED clones in the same way),
+    so a node that changes a dict it received changes nobody else's. Values that cannot change
+    (text, numbers, bytes, frozen attrs instances such as EVerest's typed replies) are shared.
+
+    ``meta`` is an open mapping for what nodes want to carry along. ``error`` is set on messages
+    routed to an error port or a ``catch`` node.
     """
 
     payload: Any
@@ -50,9 +57,46 @@ class Message:
     def with_error(self, error: NodeError) -> Message:
         return Message(self.payload, self.topic, self.msg_id, self.meta, error)
 
-    def with_meta(self, **items: Any) -> Message:
-        return Message(self.payload, self.topic, self.msg_id, MappingProxyType({**self.meta, **items}), self.error)
+    def copy(self) -> Message:
+        """This message with a payload (and meta) of its own; itself when nothing in it can change."""
+        payload = copy_value(self.payload)
+        meta = self.meta
+        if meta:
+            copied = {key: copy_value(value) for key, value in meta.items()}
+            if any(copied[key] is not value for key, value in meta.items()):
+                meta = MappingProxyType(copied)
+        if payload is self.payload and meta is self.meta:
+            return self
+        return Message(payload, self.topic, self.msg_id, meta, self.error)
 
 
 def new_message(payload: Any, topic: str = "", **meta: Any) -> Message:
     return Message(payload, topic, next(_ids), MappingProxyType(meta) if meta else EMPTY_META)
+
+
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, complex, type(None), range})
+_frozen_attrs: dict[type, bool] = {}
+
+
+def copy_value(value: Any) -> Any:
+    """``value`` with no mutable part shared; ``value`` itself when nothing in it can change."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: copy_value(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_value(item) for item in value]
+    if kind is tuple or kind is frozenset:
+        items = [copy_value(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else kind(items)
+    if _is_frozen_attrs(kind) or isinstance(value, enum.Enum):
+        return value
+    return copy.deepcopy(value)
+
+
+def _is_frozen_attrs(kind: type) -> bool:
+    frozen = _frozen_attrs.get(kind)
+    if frozen is None:
+        frozen = _frozen_attrs[kind] = attrs.has(kind) and attrs.inspect(kind).is_frozen
+    return frozen

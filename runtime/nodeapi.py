@@ -22,8 +22,9 @@ Lifecycle, each step a barrier for all nodes of a flow:
 2. every node :meth:`Node.start` (subscribe…): the flow is *ready* when all returned;
 3. sources :meth:`Node.run` (inject, heartbeat, mqtt in) start only then, and messages flow
    through :meth:`Node.receive`;
-4. on shutdown: sources are cancelled, messages in flight drain, :meth:`Node.close` runs (the
-   keepalive node says goodbye here), then config nodes close.
+4. on shutdown: sources are stopped (each between two sends), messages in flight drain,
+   :meth:`Node.close` runs (the keepalive node says goodbye here), then config nodes close, one
+   at a time, each before the config nodes it names.
 
 An exception raised by ``receive`` is routed by the engine (error port, else ``catch`` nodes of the
 tab, else the log) and the node goes on with its next message.
@@ -112,9 +113,14 @@ class NodeContext(Protocol):
     log: logging.Logger
 
     async def send(self, msg: Message, port: int = 0) -> None:
-        """Deliver ``msg`` to every node wired to ``port``; waits while a receiver's queue is full.
+        """Deliver ``msg`` to every node wired to ``port``, in order; waits while a receiver's queue
+        is full (a receiver with a drop policy drops instead).
 
-        Cancellation is checked, but other tasks get a turn only when it has to wait."""
+        The first receiver gets ``msg``, every other one a copy whose payload it may change freely.
+        A receiver declared ``inline`` may run in the caller's task, unless a deadline applies
+        there (a timeout around ``send``), which would cut its work short; so do not cancel a scope
+        around ``send`` by hand. Cancellation is checked, but other tasks get a turn only when it
+        has to wait. A source's ``run`` is stopped between two sends, never during one."""
 
     def send_nowait(self, msg: Message, port: int = 0) -> bool:
         """Deliver ``msg`` at once if every node wired to ``port`` can queue it now (room in its
@@ -131,9 +137,6 @@ class NodeContext(Protocol):
 
     async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
         """Report a failure on ``msg``: routed like an exception raised by ``receive``."""
-
-    def status(self, text: str) -> None:
-        """The node's current state in a few words (shown by ``evflow run`` at debug level)."""
 
     def config_node(self, node_id: str) -> ConfigNode[Any]:
         """The running config node with this id (already validated to exist and be of the right type)."""
@@ -156,7 +159,7 @@ class Node(Generic[ConfigT]):
     # `send`'s backpressure. The engine may then run it in the sending node's task whenever it is idle,
     # which saves a task switch per message; it still gets one message at a time, in order.
     inline: ClassVar[bool] = False
-    # The port the engine routes this node's failures to, if it has one (see `error_port_of`).
+    # The port the engine routes this node's failures to, when it has one and it is wired.
     error_port: ClassVar[int | None] = None
 
     def __init__(self, context: NodeContext, config: ConfigT) -> None:

@@ -54,6 +54,15 @@ class Registry:
         registry._loaded.update({c.type: c for c in classes})
         return registry
 
+    def with_types(self, *classes: NodeClass) -> Registry:
+        """This registry and these classes as well (for tests and embedding); a given class takes
+        the place of an installed type of the same name."""
+        extra = Registry.of(*classes)
+        registry = Registry({**self.sources, **extra.sources})
+        registry._loaded.update(self._loaded)
+        registry._loaded.update(extra._loaded)
+        return registry
+
     def names(self) -> list[str]:
         return sorted(self.sources)
 

@@ -2,7 +2,7 @@
 with a private broker and the EVerest simulator when the flow needs EVerest.
 
     async with everest_simulator(tmp_path) as everest:
-        async with run_flow(["flows/certificate-check.json"], env=everest.env) as flow:
+        async with run_flow("flows/certificate-check.json", env=everest.env) as flow:
             await flow.inject("v2g-leaf", None)
             reply = await flow.expect("v2g-leaf", port=0)
 
@@ -12,6 +12,7 @@ fixtures ``evflow_everest`` and ``evflow_flow``.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,6 +34,9 @@ __all__ = ["EverestUnderTest", "FlowUnderTest", "everest_simulator", "run_flow"]
 
 @attrs.define
 class FlowUnderTest:
+    """A flow running in a test: inject into nodes, and expect what nodes send (every node is tapped
+    from the start, so nothing it sends is missed)."""
+
     engine: FlowEngine
     _taps: dict[str, trio.MemoryReceiveChannel[tuple[int, Message]]] = attrs.field(factory=dict)
     _held: dict[str, list[tuple[int, Message]]] = attrs.field(factory=dict)
@@ -58,32 +62,74 @@ class FlowUnderTest:
                     return msg
                 held.append((sent_port, msg))
 
+    def nothing_sent(self, node_id: str, port: int | None = None) -> bool:
+        """Whether ``node_id`` has sent nothing (on ``port``, or on any port) that no ``expect`` took
+        yet. Does not wait: let the flow settle first (``trio.testing.wait_all_tasks_blocked``)."""
+        held = self._held.setdefault(node_id, [])
+        while True:
+            try:
+                held.append(self._taps[node_id].receive_nowait())
+            except trio.WouldBlock:
+                break
+        return not any(port is None or sent_port == port for sent_port, _ in held)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return self.engine.stats()
+
+
+FlowSource = str | Path | Sequence[str | Path] | Sequence[Mapping[str, Any]]
+
 
 @asynccontextmanager
 async def run_flow(
-    flows: Sequence[str | Path],
+    flow: FlowSource,
     *,
     env: Mapping[str, str] | None = None,
     registry: Registry | None = None,
+    node_types: Sequence[type] = (),
+    workdir: str | Path | None = None,
     **engine_options: Any,
 ) -> AsyncIterator[FlowUnderTest]:
-    """Run the flow files until the block ends (then stop it through its phases). Every node is
-    tapped from the start, so nothing it sends is missed; ``env`` is added to ``os.environ``."""
-    plan = load_plan(flows, registry=registry, env={**os.environ, **(env or {})})
-    engine = FlowEngine(plan, **engine_options)
-    flow = FlowUnderTest(engine)
-    for node in plan.nodes:
-        if not node.is_config:
-            flow._taps[node.id] = engine.tap(node.id)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        try:
-            yield flow
-        finally:
-            engine.request_stop()
-            with trio.move_on_after(engine.stop_timeout + 1):
-                await engine.stopped.wait()
-            nursery.cancel_scope.cancel()
+    """Run a flow until the block ends, then stop it through its phases.
+
+    ``flow`` is a flow file, a list of them, or the flow itself as a list of node objects (written
+    to ``flow.json`` in ``workdir``, or a temporary directory, and loaded like any file).
+    ``node_types`` adds node classes of the test's own to the installed ones; ``env`` is added to
+    ``os.environ`` for ``${VAR}``.
+    """
+    with tempfile.TemporaryDirectory(prefix="evflow-flow-") as scratch:
+        files = _flow_files(flow, Path(workdir) if workdir is not None else Path(scratch))
+        if registry is None:
+            registry = Registry.from_entry_points()
+        if node_types:
+            registry = registry.with_types(*node_types)
+        plan = load_plan(files, registry=registry, env={**os.environ, **(env or {})})
+        engine = FlowEngine(plan, **engine_options)
+        under_test = FlowUnderTest(engine)
+        for node in plan.nodes:
+            if not node.is_config:
+                under_test._taps[node.id] = engine.tap(node.id)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            try:
+                yield under_test
+            finally:
+                engine.request_stop()
+                with trio.move_on_after(engine.stop_timeout + 1):
+                    await engine.stopped.wait()
+                nursery.cancel_scope.cancel()
+
+
+def _flow_files(flow: FlowSource, directory: Path) -> list[str | Path]:
+    if isinstance(flow, str | Path):
+        return [flow]
+    items = list(flow)
+    if items and all(isinstance(item, Mapping) for item in items):
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "flow.json"
+        path.write_text(json.dumps(items, indent=1))
+        return [path]
+    return items  # type: ignore[return-value]
 
 
 @attrs.frozen

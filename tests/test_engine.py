@@ -1,4 +1,4 @@
-"""Engine behaviours with in-process flows (no broker needed)."""
+"""Engine behaviours with in-process flows (no broker needed), through the public test harness."""
 
 from __future__ import annotations
 
@@ -8,29 +8,14 @@ from typing import Any
 import attrs
 import pytest
 import trio
-
+import trio.testing
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import Node
-
-from .flowkit import running_flow
+from evflow.runtime.testing import run_flow
 
 
 def node(node_id: str, node_type: str, wires: list[list[str]] | None = None, **props: Any) -> dict[str, Any]:
     return {"id": node_id, "type": node_type, "z": "tab1", "wires": wires or [], **props}
-
-
-async def test_inject_once_fans_out_the_same_message(tmp_path: Path) -> None:
-    flow = [
-        {"id": "tab1", "type": "tab", "label": "main"},
-        node("in", "inject", [["a", "b"]], payload={"x": 1}, topic="t", once=True),
-        node("a", "collect"),
-        node("b", "collect"),
-    ]
-    async with running_flow(tmp_path, flow) as kit:
-        first = await kit.next("a")
-        second = await kit.next("b")
-    assert first is second  # fan-out shares the frozen message, no copy
-    assert (first.payload, first.topic) == ({"x": 1}, "t")
 
 
 # ---- test node types ---------------------------------------------------------------------------
@@ -38,6 +23,16 @@ async def test_inject_once_fans_out_the_same_message(tmp_path: Path) -> None:
 @attrs.frozen
 class NoConfig:
     pass
+
+
+class Sink(Node[NoConfig]):
+    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
+
+    type = "sink"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg)
 
 
 class Split(Node[NoConfig]):
@@ -176,7 +171,7 @@ class NowaitBurst(Node[BurstConfig]):
                 await self.send(Message(index))
 
 
-TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort, NowaitBurst)
+TYPES = (Sink, Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort, NowaitBurst)
 
 
 @pytest.fixture(autouse=True)
@@ -199,25 +194,25 @@ async def test_multiple_output_ports(tmp_path: Path, autojump_clock: trio.testin
         node("in", "inject", [["split"]], payload=3, once=True),
         node("in2", "inject", [["split"]], payload=4, once=True),
         node("split", "split", [["even"], ["odd"]]),
-        node("even", "collect"),
-        node("odd", "collect"),
+        node("even", "sink"),
+        node("odd", "sink"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        assert (await kit.next("odd")).payload == 3
-        assert (await kit.next("even")).payload == 4
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        assert (await kit.expect("odd")).payload == 3
+        assert (await kit.expect("even")).payload == 4
 
 
 async def test_error_goes_to_the_error_port_and_the_flow_goes_on(tmp_path: Path) -> None:
     flow = [
         node("bad", "inject", [["f"]], payload="bad", once=True),
         node("f", "fail-port", [["ok"], ["failed"]]),
-        node("ok", "collect"),
-        node("failed", "collect"),
+        node("ok", "sink"),
+        node("failed", "sink"),
         node("good", "inject", [["f"]], payload="good", once=True),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        failed = await kit.next("failed")
-        assert (await kit.next("ok")).payload == "good"
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        failed = await kit.expect("failed")
+        assert (await kit.expect("ok")).payload == "good"
     assert failed.payload == "bad" and failed.error is not None
     assert (failed.error.message, failed.error.source_id, failed.error.source_type, failed.error.kind) == (
         "bad payload", "f", "fail-port", "ValueError")
@@ -225,10 +220,10 @@ async def test_error_goes_to_the_error_port_and_the_flow_goes_on(tmp_path: Path)
 
 async def test_uncaught_error_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     flow = [node("bad", "inject", [["f"]], payload="bad", once=True), node("f", "fail", [["ok"]]),
-            node("good", "inject", [["gate-free"]], payload=1, once=True), node("gate-free", "collect"),
-            node("ok", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        await kit.next("gate-free")
+            node("good", "inject", [["gate-free"]], payload=1, once=True), node("gate-free", "sink"),
+            node("ok", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        await kit.expect("gate-free")
     assert kit.engine.errors_logged == 1
     assert "[f] bad payload" in caplog.text
 
@@ -239,42 +234,40 @@ async def test_error_loop_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         node("bad", "inject", [["f"]], payload="bad", once=True),
         node("f", "fail"),
         node("c", "catch", [["f", "seen"]]),
-        node("seen", "collect"),
+        node("seen", "sink"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        counts = [(await kit.next("seen")).error.count for _ in range(10)]  # type: ignore[union-attr]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        counts = [(await kit.expect("seen")).error.count for _ in range(10)]  # type: ignore[union-attr]
     assert counts == list(range(1, 11))
     assert "error loop: dropped a message after 10 errors" in caplog.text
 
 
 async def test_bounded_channel_holds_the_sender_back(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    flow = [burst(["gate"], 50), node("gate", "gate", [["out"]]), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=2) as kit:
+    flow = [burst(["gate"], 50), node("gate", "gate", [["out"]]), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=2) as kit:
         await trio.testing.wait_all_tasks_blocked()
-        inbox = kit.engine.host("gate").inbox
-        assert inbox is not None
-        stats = inbox.statistics()
+        stats = kit.engine.inbox_stats("gate")
         # One message held by the gate, two queued, the source waiting to hand over the fourth.
-        assert (stats.current_buffer_used, stats.tasks_waiting_send) == (2, 1)
+        assert (stats.queued, stats.waiting_senders) == (2, 1)
         GATES["gate"].set()
-        payloads = [await kit.next("out") for _ in range(50)]
+        payloads = [await kit.expect("out") for _ in range(50)]
     assert [m.payload for m in payloads] == list(range(50))
 
 
 async def test_stop_drains_messages_in_flight(tmp_path: Path) -> None:
-    flow = [burst(["gate"], 5), node("gate", "gate", [["out"]]), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=10) as kit:
+    flow = [burst(["gate"], 5), node("gate", "gate", [["out"]]), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=10) as kit:
         await trio.testing.wait_all_tasks_blocked()
         kit.engine.request_stop()
         GATES["gate"].set()  # stop asked while 5 messages wait at the gate: they still arrive
         with trio.fail_after(10):
             await kit.engine.stopped.wait()
-    assert [kit.collected["out"].receive_nowait().payload for _ in range(5)] == list(range(5))
+    assert [(await kit.expect("out")).payload for _ in range(5)] == list(range(5))
 
 
 async def test_drain_has_a_deadline(tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
-    flow = [burst(["gate"], 3), node("gate", "gate", [["out"]]), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES, drain_timeout=2.0) as kit:
+    flow = [burst(["gate"], 3), node("gate", "gate", [["out"]]), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path, drain_timeout=2.0) as kit:
         await trio.testing.wait_all_tasks_blocked()
         started = trio.current_time()
         kit.engine.request_stop()  # the gate never opens
@@ -285,7 +278,7 @@ async def test_drain_has_a_deadline(tmp_path: Path, autojump_clock: trio.testing
 
 async def test_sources_start_only_when_every_node_is_ready(tmp_path: Path) -> None:
     flow = [node("in", "inject", [["slow"]], payload=1, once=True), node("slow", "slow-start", [["out"]]),
-            node("out", "collect")]
+            node("out", "sink")]
     engine_ready = trio.Event()
 
     async def open_later() -> None:
@@ -295,9 +288,9 @@ async def test_sources_start_only_when_every_node_is_ready(tmp_path: Path) -> No
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(open_later)
-        async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+        async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
             engine_ready.set()
-            assert (await kit.next("out")).payload == 1
+            assert (await kit.expect("out")).payload == 1
 
 
 class FlakySource(Node[NoConfig]):
@@ -317,13 +310,16 @@ class FlakySource(Node[NoConfig]):
 async def test_failing_source_is_restarted_then_fails_the_flow_loudly(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
+    import json
+
     from evflow.runtime.engine import FlowEngine, FlowFailed
     from evflow.runtime.flows import load_plan
-
-    from .flowkit import registry_with, write_flow
+    from evflow.runtime.registry import Registry
 
     FlakySource.starts = 0
-    plan = load_plan([write_flow(tmp_path, [node("src", "flaky", [])])], registry=registry_with(FlakySource), env={})
+    (tmp_path / "flow.json").write_text(json.dumps([node("src", "flaky", [])]))
+    registry = Registry.from_entry_points().with_types(FlakySource)
+    plan = load_plan([tmp_path / "flow.json"], registry=registry, env={})
     engine = FlowEngine(plan, max_restarts=3, restart_window=10)
     with pytest.raises(BaseExceptionGroup) as failed:
         async with trio.open_nursery() as nursery:
@@ -345,28 +341,28 @@ async def test_drop_policies_count_what_they_drop(tmp_path: Path) -> None:
     flow = [burst(["newest", "oldest"], 10),
             node("newest", "gate", [["out-n"]], queue_size=2, overflow="drop-newest"),
             node("oldest", "gate", [["out-o"]], queue_size=2, overflow="drop-oldest"),
-            node("out-n", "collect"), node("out-o", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+            node("out-n", "sink"), node("out-o", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         GATES["gate"].set()
-        newest = [(await kit.next("out-n")).payload for _ in range(3)]
-        oldest = [(await kit.next("out-o")).payload for _ in range(3)]
+        newest = [(await kit.expect("out-n")).payload for _ in range(3)]
+        oldest = [(await kit.expect("out-o")).payload for _ in range(3)]
     # Each gate holds the first message; its queue keeps 2: the first two or the last two after it.
-    assert newest == [0, 1, 2] and kit.engine.host("newest").dropped == 7
-    assert oldest == [0, 8, 9] and kit.engine.host("oldest").dropped == 7
+    assert newest == [0, 1, 2] and kit.stats()["newest"]["input_dropped"] == 7
+    assert oldest == [0, 8, 9] and kit.stats()["oldest"]["input_dropped"] == 7
 
 
 # ---- inline nodes --------------------------------------------------------------------------------
 
 async def test_an_idle_inline_node_runs_in_the_senders_task(tmp_path: Path) -> None:
-    flow = [burst(["pass"], 20), node("pass", "inline-pass", [["out"]]), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        payloads = [(await kit.next("out")).payload for _ in range(20)]
-        workers = {host.node_id: host for host in [kit.engine.host("pass")]}
+    flow = [burst(["pass"], 20), node("pass", "inline-pass", [["out"]]), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        payloads = [(await kit.expect("out")).payload for _ in range(20)]
+        queued = kit.engine.inbox_stats("pass").queued
     assert payloads == list(range(20))
     # Nothing was ever queued for it: every message ran in the source's task, none in its worker.
     assert len(set(InlinePass.tasks)) == 1 and "_run_source" in InlinePass.tasks[0].name
-    assert workers["pass"].queued == 0
+    assert queued == 0
 
 
 async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
@@ -376,44 +372,44 @@ async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
     # second source finds it busy and queues; nothing overlaps, nothing is reordered or lost.
     flow = [node("a", "burst", [["pass"]], count=30), node("b", "burst", [["pass"]], count=30, start=100),
             node("pass", "inline-pass", [["gate"]]), node("gate", "gate", [["out"]], queue_size=1),
-            node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES, queue_size=4) as kit:
+            node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=4) as kit:
         await trio.testing.wait_all_tasks_blocked()
-        assert kit.engine.host("pass").queued > 0  # held back: some wait in its queue
+        assert kit.engine.inbox_stats("pass").queued > 0  # held back: some wait in its queue
         GATES["gate"].set()
-        payloads = [(await kit.next("out")).payload for _ in range(60)]
+        payloads = [(await kit.expect("out")).payload for _ in range(60)]
     assert InlinePass.most_active == 1
     assert [p for p in payloads if p < 100] == list(range(30))
     assert [p for p in payloads if p >= 100] == list(range(100, 130))
     names = [task.name for task in InlinePass.tasks]  # run inline by the sources and by its own worker
-    assert any("_run_source" in name for name in names) and any("FlowEngine._work" in name for name in names)
+    assert any("_run_source" in name for name in names) and any("Inbox.work" in name for name in names)
 
 
 async def test_an_inline_nodes_failure_is_routed_as_its_own(tmp_path: Path) -> None:
     flow = [node("bad", "inject", [["f"]], payload="bad", once=True),
             node("f", "inline-fail-port", [["ok"], ["failed"]]),
-            node("ok", "collect"), node("failed", "collect"),
+            node("ok", "sink"), node("failed", "sink"),
             node("good", "inject", [["f"]], payload="good", once=True)]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        failed = await kit.next("failed")
-        assert (await kit.next("ok")).payload == "good"
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        failed = await kit.expect("failed")
+        assert (await kit.expect("ok")).payload == "good"
     assert failed.error is not None and (failed.error.source_id, failed.error.kind) == ("f", "ValueError")
-    assert kit.engine._in_flight == 0
+    assert kit.engine.in_flight == 0
 
 
 async def test_an_inline_node_with_a_drop_policy_keeps_its_queue(tmp_path: Path) -> None:
     # Run inline, it would hold the source back; with a drop policy it drops instead, as queued nodes do.
     flow = [burst(["pass"], 10), node("pass", "inline-pass", [["gate"]], queue_size=2, overflow="drop-newest"),
-            node("gate", "gate", [["out"]], queue_size=1), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+            node("gate", "gate", [["out"]], queue_size=1), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         GATES["gate"].set()
-        dropped = kit.engine.host("pass").dropped
-        payloads = [(await kit.next("out")).payload for _ in range(10 - dropped)]
+        dropped = kit.engine.inbox_stats("pass").dropped
+        payloads = [(await kit.expect("out")).payload for _ in range(10 - dropped)]
         await trio.testing.wait_all_tasks_blocked()
-        assert kit.nothing_more("out")
+        assert kit.nothing_sent("out")
     assert dropped > 0 and payloads == sorted(payloads)
-    assert not kit.engine.host("pass").inline
+    assert not kit.engine.runs_inline("pass")
 
 
 # ---- send_nowait (a source fed by a callback that cannot wait) --------------------------------------
@@ -423,37 +419,36 @@ async def test_send_nowait_delivers_to_every_wired_node_or_to_none(tmp_path: Pat
     # only, so it goes to neither, and then through send, without a duplicate in roomy.
     flow = [node("in", "nowait-burst", [["roomy", "tight"]], count=10),
             node("roomy", "gate", [["out-r"]], queue_size=4), node("tight", "gate", [["out-t"]], queue_size=2),
-            node("out-r", "collect"), node("out-t", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+            node("out-r", "sink"), node("out-t", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         assert NowaitBurst.can == [True] and NowaitBurst.accepted == [True, True, True, False]
-        roomy = kit.engine.host("roomy").inbox
         # 1, 2, then 3 through send (0 is in its worker); tight's refusal kept 3 out of it before.
-        assert roomy is not None and roomy.statistics().current_buffer_used == 3
+        assert kit.engine.inbox_stats("roomy").queued == 3
         GATES["gate"].set()
-        got_roomy = [(await kit.next("out-r")).payload for _ in range(10)]
-        got_tight = [(await kit.next("out-t")).payload for _ in range(10)]
+        got_roomy = [(await kit.expect("out-r")).payload for _ in range(10)]
+        got_tight = [(await kit.expect("out-t")).payload for _ in range(10)]
         await trio.testing.wait_all_tasks_blocked()
-        assert kit.nothing_more("out-r")
+        assert kit.nothing_sent("out-r")
     assert got_roomy == got_tight == list(range(10))
-    assert kit.engine._in_flight == 0
+    assert kit.engine.in_flight == 0
 
 
 async def test_send_nowait_never_runs_an_inline_node_and_drops_by_policy(tmp_path: Path) -> None:
     flow = [node("in", "nowait-burst", [["pass"]], count=3), node("pass", "inline-pass", [["out"]]),
-            node("out", "collect"),
+            node("out", "sink"),
             node("in2", "nowait-burst", [["dropper"]], count=10),
-            node("dropper", "gate", [["out2"]], queue_size=2, overflow="drop-newest"), node("out2", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        assert [(await kit.next("out")).payload for _ in range(3)] == [0, 1, 2]
+            node("dropper", "gate", [["out2"]], queue_size=2, overflow="drop-newest"), node("out2", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        assert [(await kit.expect("out")).payload for _ in range(3)] == [0, 1, 2]
         await trio.testing.wait_all_tasks_blocked()
         GATES["gate"].set()
-        assert [(await kit.next("out2")).payload for _ in range(3)] == [0, 1, 2]
+        assert [(await kit.expect("out2")).payload for _ in range(3)] == [0, 1, 2]
     # The inline node ran in the source's task through send (the first offer was refused); the node
     # with a drop policy took every offer and dropped what did not fit, counted.
     assert sorted(NowaitBurst.can) == [False, True]
     assert NowaitBurst.accepted.count(False) == 1 and NowaitBurst.accepted.count(True) == 10
-    assert "_run_source" in InlinePass.tasks[0].name and kit.engine.host("dropper").dropped == 7
+    assert "_run_source" in InlinePass.tasks[0].name and kit.stats()["dropper"]["input_dropped"] == 7
 
 
 async def test_send_nowait_needs_room_for_each_wire_to_a_node_wired_twice(tmp_path: Path) -> None:
@@ -461,12 +456,12 @@ async def test_send_nowait_needs_room_for_each_wire_to_a_node_wired_twice(tmp_pa
     # straight to its waiting worker), then has room for one copy of 1: not enough, so 1 goes
     # through send and nothing is delivered three times or counted in flight for ever.
     flow = [node("in", "nowait-burst", [["g", "g"]], count=3), node("g", "gate", [["out"]], queue_size=2),
-            node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
+            node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         assert NowaitBurst.accepted == [True, False]
         GATES["gate"].set()
-        payloads = [(await kit.next("out")).payload for _ in range(6)]
+        payloads = [(await kit.expect("out")).payload for _ in range(6)]
         await trio.testing.wait_all_tasks_blocked()
-        assert kit.nothing_more("out")
-    assert payloads == [0, 0, 1, 1, 2, 2] and kit.engine._in_flight == 0
+        assert kit.nothing_sent("out")
+    assert payloads == [0, 0, 1, 1, 2, 2] and kit.engine.in_flight == 0

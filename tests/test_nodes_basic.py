@@ -1,8 +1,8 @@
 """filter, log, debug and catch, in running flows (no broker needed).
 
 Where a node emits nothing the test can wait on (log, debug, a catch that must stay silent), the flow
-also wires its source to a ``collect`` node, last (a fan-out sends in wire order): once that saw every
-message, leaving ``running_flow`` stops the flow, and stopping drains every message in flight, so
+also wires its source to a ``sink`` node, last (a fan-out sends in wire order): once that saw every
+message, leaving ``run_flow`` stops the flow, and stopping drains every message in flight, so
 whatever the node was going to do is done when the block ends — no sleeping.
 """
 
@@ -15,17 +15,30 @@ from typing import Any
 
 import attrs
 import pytest
-import trio
-
 from evflow.runtime.codec import structure
 from evflow.runtime.flows import FlowInvalid, load_plan
 from evflow.runtime.message import Message, new_message
 from evflow.runtime.models.evse_security import GetCertificateInfoResult
 from evflow.runtime.nodeapi import Node
-
-from .flowkit import FlowKit, registry_with, running_flow, write_flow
+from evflow.runtime.registry import Registry
+from evflow.runtime.testing import FlowUnderTest, run_flow
 
 # ---- test node types ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class NoConfig:
+    pass
+
+
+class Sink(Node[NoConfig]):
+    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
+
+    type = "sink"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg)
 
 
 @attrs.frozen(kw_only=True)
@@ -68,7 +81,7 @@ class Fail(Node[FailConfig]):
         await self.send(msg)
 
 
-TYPES = (Emit, Fail)
+TYPES = (Sink, Emit, Fail)
 
 
 def node(
@@ -89,14 +102,20 @@ def rule(prop: str, op: str, *value: Any) -> dict[str, Any]:
     return {"property": prop, "op": op, **({"value": value[0]} if value else {})}
 
 
-def drained(kit: FlowKit, node_id: str) -> list[Message]:
-    """Everything a collect node got (call once the flow stopped)."""
+async def drained(flow: FlowUnderTest, node_id: str) -> list[Message]:
+    """Everything a sink passed on that no ``expect`` took yet (call once the flow stopped: its
+    taps keep what it sent, and nothing more can come)."""
     found = []
-    while True:
-        try:
-            found.append(kit.collected[node_id].receive_nowait())
-        except trio.WouldBlock:
-            return found
+    while not flow.nothing_sent(node_id):
+        found.append(await flow.expect(node_id))
+    return found
+
+
+def write_flow(directory: Path, nodes: list[dict[str, Any]]) -> Path:
+    """A flow file for ``load_plan``, where a test wants the load itself."""
+    path = directory / "flow.json"
+    path.write_text(json.dumps(nodes, indent=1))
+    return path
 
 
 # A typed reply with a secret in it: CertificateInfo.password, the key's passphrase.
@@ -185,21 +204,24 @@ TYPED_CASES: dict[str, tuple[list[dict[str, Any]], str, list[int]]] = {
 def filter_flow(payloads: list[Any], cases: dict[str, Any], **emit_options: Any) -> list[dict[str, Any]]:
     # "all" last: when it has a message, every filter has it already.
     flow = [tab("A"), emit("src", payloads, [*(f"f-{name}" for name in cases), "all"], topic="certs", **emit_options),
-            node("all", "collect")]
+            node("all", "sink")]
     for name, (rules, mode, _) in cases.items():
         flow.append(node(f"f-{name}", "filter", [[f"out-{name}"]], rules=rules, mode=mode))
-        flow.append(node(f"out-{name}", "collect"))
+        flow.append(node(f"out-{name}", "sink"))
     return flow
 
 
 async def run_filter_cases(tmp_path: Path, payloads: list[Any], cases: dict[str, Any], **emit_options: Any) -> None:
-    async with running_flow(tmp_path, filter_flow(payloads, cases, **emit_options), extra_types=TYPES) as kit:
-        sent = [await kit.next("all") for _ in payloads]
+    async with run_flow(filter_flow(payloads, cases, **emit_options), node_types=TYPES, workdir=tmp_path) as kit:
+        sent = [await kit.expect("all") for _ in payloads]
     passed = {}
     for name in cases:
-        out = drained(kit, f"out-{name}")
-        # A filter passes the message itself on (frozen: no copy), in order.
-        passed[name] = [next(i for i, m in enumerate(sent) if m is msg) for msg in out]
+        out = await drained(kit, f"out-{name}")
+        # A filter passes the message it got on unchanged, in order. The fan-out gave each filter
+        # a copy of its own (same msg_id, a payload of its own), so it is known by its msg_id, and
+        # equal to what the source sent.
+        passed[name] = [next(i for i, m in enumerate(sent) if m.msg_id == msg.msg_id) for msg in out]
+        assert out == [sent[i] for i in passed[name]], name
     assert passed == {name: expected for name, (_, _, expected) in cases.items()}
 
 
@@ -222,7 +244,7 @@ async def test_filter_ops_on_typed_payloads(tmp_path: Path) -> None:
 def test_filter_config_errors_name_the_rule(tmp_path: Path, rules: list[Any], path: str, fragment: str) -> None:
     flow = write_flow(tmp_path, [{"id": "f", "type": "filter", "rules": rules, "wires": []}])
     with pytest.raises(FlowInvalid) as caught:
-        load_plan([flow], registry=registry_with(), env={})
+        load_plan([flow], registry=Registry.from_entry_points(), env={})
     assert [(p.node_id, p.path) for p in caught.value.problems] == [("f", path)]
     assert fragment in caught.value.problems[0].message
 
@@ -243,10 +265,10 @@ async def test_log_redacts_the_password_of_a_typed_reply(tmp_path: Path, caplog:
              message="leaf {payload.status}, {payload.info.certificate_count} certs,"
                      " key pw {payload.info.password} {{not a path}}",
              fields=["payload.info", "topic", "payload.info.nothing"]),
-        node("seen", "collect"),
+        node("seen", "sink"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        await kit.next("seen")
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        await kit.expect("seen")
     [record] = log_records(caplog)
     info = {**CERT_INFO["info"], "password": "***"}
     assert record.levelno == logging.WARNING
@@ -264,9 +286,9 @@ async def test_log_redacts_secret_keys_at_any_depth(tmp_path: Path, caplog: pyte
         "auth": {"Password": "hunter2", "tokens": [{"token": "t0k3n"}, {"kind": "bearer"}]},
         "tls": {"KEY_PASSWORD": "kp", "passphrase": None, "secret": {"nested": "deep"}},
     }
-    flow = [tab("A"), emit("src", [payload], ["lg", "seen"]), node("lg", "log"), node("seen", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        await kit.next("seen")
+    flow = [tab("A"), emit("src", [payload], ["lg", "seen"]), node("lg", "log"), node("seen", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        await kit.expect("seen")
     [record] = log_records(caplog)
     assert record.levelno == logging.INFO
     assert record.getMessage() == "[lg] " + compact({
@@ -282,10 +304,10 @@ async def test_log_level_off_logs_nothing(tmp_path: Path, caplog: pytest.LogCapt
     caplog.set_level(logging.INFO)
     flow = [tab("A"), emit("src", ["one", "two"], ["quiet", "loud", "seen"]),
             node("quiet", "log", level="debug"), node("loud", "log", level="error", message="got {payload}"),
-            node("seen", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        await kit.next("seen")
-        await kit.next("seen")
+            node("seen", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        await kit.expect("seen")
+        await kit.expect("seen")
     assert [(r.levelno, r.getMessage()) for r in log_records(caplog)] == [
         (logging.ERROR, "[loud] got one"), (logging.ERROR, "[loud] got two")]
 
@@ -300,7 +322,7 @@ async def test_log_level_off_logs_nothing(tmp_path: Path, caplog: pytest.LogCapt
 def test_log_template_errors(tmp_path: Path, message: str, fragment: str) -> None:
     flow = write_flow(tmp_path, [{"id": "l", "type": "log", "message": message, "wires": []}])
     with pytest.raises(FlowInvalid) as caught:
-        load_plan([flow], registry=registry_with(), env={})
+        load_plan([flow], registry=Registry.from_entry_points(), env={})
     [problem] = caught.value.problems
     assert problem.node_id == "l" and fragment in problem.message
 
@@ -308,7 +330,7 @@ def test_log_template_errors(tmp_path: Path, message: str, fragment: str) -> Non
 def test_log_has_no_output_port(tmp_path: Path) -> None:
     flow = write_flow(tmp_path, [{"id": "l", "type": "log", "wires": [["d"]]}, {"id": "d", "type": "debug"}])
     with pytest.raises(FlowInvalid) as caught:
-        load_plan([flow], registry=registry_with(), env={})
+        load_plan([flow], registry=Registry.from_entry_points(), env={})
     assert [(p.node_id, p.path) for p in caught.value.problems] == [("l", "$[0].wires")]
 
 
@@ -324,11 +346,11 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
         node("path", "debug", name="ocsp", complete="payload.info.ocsp.0.ocsp_path"),
         node("whole", "debug", name="whole", complete="msg"),
         node("anon", "debug", complete="payload"),
-        node("seen", "collect"),
+        node("seen", "sink"),
     ]
     capsys.readouterr()
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        first, second = await kit.next("seen"), await kit.next("seen")
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        first, second = await kit.expect("seen"), await kit.expect("seen")
     typed_msg = first if first.topic == "leaf" else second
     lines = capsys.readouterr().out.splitlines()
     info = {**CERT_INFO["info"], "password": "***"}
@@ -348,34 +370,35 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
 async def test_catch_takes_the_failures_of_its_own_tab_only(tmp_path: Path) -> None:
     flow = [
         tab("A"), tab("B"),
-        emit("src", ["bad"], ["fail", "seen"]), node("fail", "test-fail", name="fragile"), node("seen", "collect"),
-        node("catch-a", "catch", [["caught-a", "by-kind"]]), node("caught-a", "collect"),
+        emit("src", ["bad"], ["fail", "seen"]), node("fail", "test-fail", name="fragile"), node("seen", "sink"),
+        node("catch-a", "catch", [["caught-a", "by-kind"]]), node("caught-a", "sink"),
         # msg.error is reachable by property paths:
         node("by-kind", "filter", [["runtime-errors"]], rules=[rule("error.kind", "eq", "RuntimeError")]),
-        node("runtime-errors", "collect"),
-        node("catch-b", "catch", [["caught-b"]], z="B"), node("caught-b", "collect", z="B"),
+        node("runtime-errors", "sink"),
+        node("catch-b", "catch", [["caught-b"]], z="B"), node("caught-b", "sink", z="B"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        caught = await kit.next("caught-a")
-        assert await kit.next("runtime-errors") is caught
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        caught = await kit.expect("caught-a")
+        # The same failed message, through the filter (a copy of its own: the catch fans out).
+        assert await kit.expect("runtime-errors") == caught
     assert caught.payload == "bad" and caught.error is not None
     assert (caught.error.source_id, caught.error.source_type, caught.error.source_name, caught.error.kind,
             caught.error.message) == ("fail", "test-fail", "fragile", "RuntimeError", "cannot handle 'bad'")
-    assert kit.nothing_more("caught-a") and kit.nothing_more("caught-b")
+    assert kit.nothing_sent("caught-a") and kit.nothing_sent("caught-b")
     assert kit.engine.errors_logged == 0
 
 
 async def test_catch_scope_lists_node_ids_on_any_tab(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     flow = [
         tab("A"), tab("B"),
-        emit("src", ["bad"], ["fail-1", "fail-2", "seen"]), node("seen", "collect"),
+        emit("src", ["bad"], ["fail-1", "fail-2", "seen"]), node("seen", "sink"),
         node("fail-1", "test-fail"), node("fail-2", "test-fail"),
-        node("catch-2", "catch", [["caught"]], z="B", scope=["fail-2"]), node("caught", "collect", z="B"),
+        node("catch-2", "catch", [["caught"]], z="B", scope=["fail-2"]), node("caught", "sink", z="B"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        caught = await kit.next("caught")
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        caught = await kit.expect("caught")
     assert caught.error is not None and caught.error.source_id == "fail-2"
-    assert kit.nothing_more("caught")
+    assert kit.nothing_sent("caught")
     # fail-1 is in nobody's scope (and its tab has no catch): logged.
     assert kit.engine.errors_logged == 1
     [record] = [r for r in caplog.records if r.name == "evflow.node.test-fail"]
@@ -387,22 +410,22 @@ async def test_uncaught_only_takes_what_no_other_catch_took(tmp_path: Path) -> N
         tab("A"), tab("B"), tab("C"),
         # A: a regular catch and an `uncaught` one: the regular one takes the failure.
         emit("src-a", ["bad"], ["fail-a"]), node("fail-a", "test-fail"),
-        node("all-a", "catch", [["got-all-a"]]), node("got-all-a", "collect"),
-        node("rest-a", "catch", [["got-rest-a"]], uncaught=True), node("got-rest-a", "collect"),
+        node("all-a", "catch", [["got-all-a"]]), node("got-all-a", "sink"),
+        node("rest-a", "catch", [["got-rest-a"]], uncaught=True), node("got-rest-a", "sink"),
         # B: only an `uncaught` catch: it takes the failure.
         emit("src-b", ["bad"], ["fail-b"], z="B"), node("fail-b", "test-fail", z="B"),
-        node("rest-b", "catch", [["got-rest-b"]], z="B", uncaught=True), node("got-rest-b", "collect", z="B"),
+        node("rest-b", "catch", [["got-rest-b"]], z="B", uncaught=True), node("got-rest-b", "sink", z="B"),
         # C: an `uncaught` catch, but a catch on tab A names fail-c in its scope: that one takes it.
         emit("src-c", ["bad"], ["fail-c"], z="C"), node("fail-c", "test-fail", z="C"),
-        node("rest-c", "catch", [["got-rest-c"]], z="C", uncaught=True), node("got-rest-c", "collect", z="C"),
-        node("scoped-c", "catch", [["got-scoped-c"]], scope=["fail-c"]), node("got-scoped-c", "collect"),
+        node("rest-c", "catch", [["got-rest-c"]], z="C", uncaught=True), node("got-rest-c", "sink", z="C"),
+        node("scoped-c", "catch", [["got-scoped-c"]], scope=["fail-c"]), node("got-scoped-c", "sink"),
     ]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        got = {sink: await kit.next(sink) for sink in ("got-all-a", "got-rest-b", "got-scoped-c")}
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        got = {sink: await kit.expect(sink) for sink in ("got-all-a", "got-rest-b", "got-scoped-c")}
     assert {sink: msg.error.source_id for sink, msg in got.items() if msg.error} == {
         "got-all-a": "fail-a", "got-rest-b": "fail-b", "got-scoped-c": "fail-c"}
     for sink in ("got-all-a", "got-rest-a", "got-rest-b", "got-rest-c", "got-scoped-c"):
-        assert kit.nothing_more(sink), sink
+        assert kit.nothing_sent(sink), sink
     assert kit.engine.errors_logged == 0
 
 
@@ -410,9 +433,9 @@ async def test_a_failure_without_catch_is_logged_and_the_flow_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     flow = [tab("A"), emit("src", ["bad", "good", "bad", "fine"], ["fail"]), node("fail", "test-fail", [["out"]]),
-            node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        assert [(await kit.next("out")).payload for _ in range(2)] == ["good", "fine"]
+            node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        assert [(await kit.expect("out")).payload for _ in range(2)] == ["good", "fine"]
     assert kit.engine.errors_logged == 2  # both counted; logged once per burst
     assert [r.getMessage() for r in caplog.records if r.name == "evflow.node.test-fail"] == [
         "[fail] cannot handle 'bad'"]
@@ -421,17 +444,17 @@ async def test_a_failure_without_catch_is_logged_and_the_flow_goes_on(
 async def test_a_message_wired_into_catch_is_dropped_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flow = [tab("A"), emit("src", [1, 2], ["c", "seen"]), node("seen", "collect"),
-            node("c", "catch", [["out"]]), node("out", "collect")]
-    async with running_flow(tmp_path, flow, extra_types=TYPES) as kit:
-        await kit.next("seen")
-        await kit.next("seen")
-    assert kit.nothing_more("out")
+    flow = [tab("A"), emit("src", [1, 2], ["c", "seen"]), node("seen", "sink"),
+            node("c", "catch", [["out"]]), node("out", "sink")]
+    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        await kit.expect("seen")
+        await kit.expect("seen")
+    assert kit.nothing_sent("out")
     assert [r.levelno for r in caplog.records if r.name == "evflow.node.catch"] == [logging.WARNING]
 
 
 def test_catch_with_an_empty_scope_is_refused(tmp_path: Path) -> None:
     flow = write_flow(tmp_path, [{"id": "c", "type": "catch", "scope": [], "wires": []}])
     with pytest.raises(FlowInvalid) as caught:
-        load_plan([flow], registry=registry_with(), env={})
+        load_plan([flow], registry=Registry.from_entry_points(), env={})
     assert [(p.node_id, p.path) for p in caught.value.problems] == [("c", "$[0].scope")]

@@ -52,7 +52,7 @@ async def test_the_warning_port_below_the_threshold(tmp_path: Path, evflow_evere
         await flow.inject("leaf")
         warning = await flow.expect("expiry", port=1, timeout=10)
         also = await flow.expect("expiry", port=0, timeout=10)
-    assert warning is also and warning.payload["days"] == 364  # the chain file's first certificate
+    assert warning == also and warning.payload["days"] == 364  # the chain file's first certificate
 
 
 def test_registry_refuses_and_explains() -> None:

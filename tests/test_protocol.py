@@ -134,7 +134,7 @@ def test_memory_of_closed_requests_is_bounded() -> None:
     requests = [table.open(IS_CA_CERTIFICATE_INSTALLED) for _ in range(50)]
     for request in requests:
         table.receive(request.reply_topic, b"true")
-    assert len(table._closed) == 10
+    assert table.closed_count == 10
     assert table.receive(requests[0].reply_topic, b"true").reason is DropReason.UNKNOWN  # forgotten
     assert table.receive(requests[-1].reply_topic, b"true").reason is DropReason.DUPLICATE
 

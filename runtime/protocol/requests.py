@@ -105,6 +105,11 @@ class RequestTable:
     def open_count(self) -> int:
         return len(self._open)
 
+    @property
+    def closed_count(self) -> int:
+        """Closed requests remembered (at most ``remember_closed``)."""
+        return len(self._closed)
+
     def open(self, operation: Operation[Any, Any]) -> PendingRequest:
         """A new request with a reply topic no other request of this table has used."""
         if len(self._open) >= self.max_open:

@@ -1,0 +1,69 @@
+"""Where a node's failure goes: its error port if it has one wired, else the ``catch`` nodes whose
+scope covers it, else the log (once per burst). As Node-RED does, the failed message carries the
+error (``msg.error``), and a message that keeps failing along a loop is dropped after
+:data:`MAX_ERROR_DEPTH` errors in a row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .message import Message, NodeError, new_message
+from .nodeapi import ErrorScope
+
+if TYPE_CHECKING:
+    from .host import NodeHost
+
+__all__ = ["MAX_ERROR_DEPTH", "FailureRouter"]
+
+# Errors caused while handling an error message, in a row, before the engine stops routing them.
+MAX_ERROR_DEPTH = 10
+
+
+class FailureRouter:
+    def __init__(self) -> None:
+        self._catchers: list[tuple[NodeHost, ErrorScope]] = []
+        self.errors_logged = 0
+        self.errors_routed = 0
+
+    def add_catcher(self, host: NodeHost, scope: ErrorScope) -> None:
+        self._catchers.append((host, scope))
+
+    async def route(self, host: NodeHost, error: BaseException | str, msg: Message | None) -> None:
+        previous = msg.error.count if msg is not None and msg.error is not None else 0
+        text = error if isinstance(error, str) else (str(error) or type(error).__name__)
+        node_error = NodeError(
+            message=text,
+            source_id=host.node_id,
+            source_type=host.node_type,
+            source_name=host.name,
+            kind="" if isinstance(error, str) else type(error).__name__,
+            count=previous + 1,
+        )
+        if node_error.count > MAX_ERROR_DEPTH:
+            host.log.error("error loop: dropped a message after %d errors in a row: %s", previous, text)
+            return
+        self.errors_routed += 1
+        failed = (msg if msg is not None else new_message(None)).with_error(node_error)
+        port = host.error_port
+        if port is not None and host.is_wired(port):
+            await host.send(failed, port)
+            return
+        catchers = self._catchers_of(host)
+        if catchers:
+            for index, catcher in enumerate(catchers):
+                await catcher.inbox.put(failed if index == 0 else failed.copy())  # type: ignore[union-attr]
+            return
+        self.errors_logged += 1
+        host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log
+
+    def _catchers_of(self, host: NodeHost) -> list[NodeHost]:
+        scoped = [
+            (catcher, scope)
+            for catcher, scope in self._catchers
+            if catcher is not host
+            and (scope.node_ids is not None and host.node_id in scope.node_ids
+                 or scope.node_ids is None and catcher.tab == host.tab)
+        ]
+        regular = [catcher for catcher, scope in scoped if not scope.uncaught]
+        return regular or [catcher for catcher, scope in scoped if scope.uncaught]

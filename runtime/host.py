@@ -1,0 +1,138 @@
+"""A running node's :class:`~evflow.runtime.nodeapi.NodeContext`: its identity, its wires, and its
+way to report failures. The engine makes one per node; nodes see only the ``NodeContext`` part."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from .delivery import Inbox
+from .failures import FailureRouter
+from .message import Message
+from .nodeapi import ConfigNode
+from .ratelimit import RateLimitedLog
+
+__all__ = ["NodeHost"]
+
+
+class NodeHost:
+    """See the module docstring. The engine fills in ``instance``, ``inbox`` and ``outputs``."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        node_type: str,
+        name: str,
+        tab: str,
+        log: Any,
+        error_port: int | None,
+        failures: FailureRouter,
+        log_error: RateLimitedLog,
+        hosts: Mapping[str, NodeHost],
+    ) -> None:
+        self.node_id = node_id
+        self.node_type = node_type
+        self.name = name
+        self.tab = tab
+        self.log = log
+        self.error_port = error_port
+        self.log_error = log_error
+        self.instance: Any = None
+        self.inbox: Inbox | None = None
+        self.outputs: list[list[Inbox]] = []
+        # Per output port: whether a node run inline is wired to it (send_nowait never runs one).
+        self.inline_wired: list[bool] = []
+        self.taps: list[trio.MemorySendChannel[tuple[int, Message]]] = []
+        self._failures = failures
+        self._hosts = hosts
+        # A source is stopped between two sends, never in the middle of one: see request_stop.
+        self.sending = 0
+        self.source_scope: trio.CancelScope | None = None
+        self._stopping = False
+        self._stop_after_send = False
+
+    def __repr__(self) -> str:
+        return f"<NodeHost {self.node_type} {self.node_id!r}>"
+
+    # ---- NodeContext -----------------------------------------------------------------------------
+
+    async def send(self, msg: Message, port: int = 0) -> None:
+        if self._stopping:
+            # A stopped source ends here, before delivering anything, not inside the next send's wait.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self.sending += 1
+        try:
+            if self.taps:
+                self._tap(msg, port)
+            targets = self.outputs[port]
+            waited = False
+            if len(targets) == 1:
+                waited = await targets[0].put(msg)
+            elif targets:
+                # Copies first: the first target may change the message's payload as it runs inline.
+                copies = [msg] + [msg.copy() for _ in range(len(targets) - 1)]
+                for target, each in zip(targets, copies, strict=True):
+                    waited = await target.put(each) or waited
+            if not waited:
+                # Honour cancellation without the full scheduler round trip of a checkpoint.
+                await trio.lowlevel.checkpoint_if_cancelled()
+        finally:
+            self.sending -= 1
+            if self._stop_after_send and not self.sending:
+                self.source_scope.cancel()  # type: ignore[union-attr]
+
+    def send_nowait(self, msg: Message, port: int = 0) -> bool:
+        if self.inline_wired[port]:
+            return False
+        targets = self.outputs[port]
+        if len(targets) == 1:  # the common case: one check
+            if not targets[0].has_room():
+                return False
+        elif targets:
+            # A node wired twice to the port gets the message twice: it needs room for both.
+            wanted = collections.Counter(map(id, targets))
+            if not all(target.has_room(wanted[id(target)]) for target in targets):
+                return False
+        if self.taps:
+            self._tap(msg, port)
+        for index, target in enumerate(targets):
+            target.offer(msg if index == 0 else msg.copy())
+        return True
+
+    def can_send_nowait(self, port: int = 0) -> bool:
+        return not self.inline_wired[port]
+
+    async def error(self, error: BaseException | str, msg: Message | None = None) -> None:
+        await self._failures.route(self, error, msg)
+
+    def config_node(self, node_id: str) -> ConfigNode[Any]:
+        return self._hosts[node_id].instance  # type: ignore[no-any-return]
+
+    # ---- the engine's side -----------------------------------------------------------------------
+
+    def is_wired(self, port: int) -> bool:
+        return port < len(self.outputs) and bool(self.outputs[port])
+
+    async def handle(self, msg: Message) -> None:
+        """Run ``receive`` on one message: one bad message never stops the flow, its failure is routed."""
+        try:
+            await self.instance.receive(msg)
+        except Exception as exc:
+            await self._failures.route(self, exc, msg)
+
+    def request_stop(self) -> None:
+        """Stop this source: now, or, when it is in the middle of sending, once that send is done
+        (the message it was handing on is delivered, not lost)."""
+        self._stopping = True
+        if self.sending:
+            self._stop_after_send = True
+        elif self.source_scope is not None:
+            self.source_scope.cancel()
+
+    def _tap(self, msg: Message, port: int) -> None:
+        for tap in self.taps:
+            tap.send_nowait((port, msg.copy()))  # a tool's view: sized by the tool, never blocks the flow
