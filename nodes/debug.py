@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import attrs
+import trio
 
 from evflow.runtime.nodeapi import Message, Node
+from evflow.runtime.output import stdout_writer
 
 from ._paths import PropertyPath, path_validator
 from ._redact import REDACTED, is_secret_path, show
@@ -20,7 +21,9 @@ class DebugConfig:
 
 
 class Debug(Node[DebugConfig]):
-    """Prints each message on stdout as one line, secrets redacted: for trying flows.
+    """Prints each message on stdout as one line, secrets redacted: for trying flows. A stdout that
+    does not keep up never holds the flow back: lines wait in a queue, and beyond 10,000 are dropped,
+    counted.
 
     ::
 
@@ -43,6 +46,7 @@ class Debug(Node[DebugConfig]):
         path = PropertyPath.parse(config.complete if config.complete is not None else "payload")
         self._get = path.get
         self._secret = is_secret_path(path)
+        self._out = stdout_writer()
 
     @classmethod
     def outputs(cls, config: DebugConfig) -> int:
@@ -55,7 +59,13 @@ class Debug(Node[DebugConfig]):
         return self._prefix + shown
 
     async def receive(self, msg: Message) -> None:
-        # One write per line, flushed: lines of concurrent flows never interleave mid-line, and they
-        # show at once even when stdout is a pipe.
-        sys.stdout.write(self.line(msg) + "\n")
-        sys.stdout.flush()
+        # Written by a thread of its own, a line at a time: a stdout that does not keep up (a full
+        # pipe) never blocks the flow; what does not fit in its queue is dropped, counted.
+        self._out.write(self.line(msg) + "\n")
+
+    async def close(self) -> None:
+        # What was printed is out when the flow has stopped (unless stdout is stalled).
+        await trio.to_thread.run_sync(self._out.flush, 1.0, abandon_on_cancel=True)
+
+    def stats(self) -> dict[str, int]:
+        return {"stdout_dropped": self._out.dropped} if self._out.dropped else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import attrs
 import trio
+
 from evflow.runtime.client import ApiClient, HeartbeatSubscription
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 import trio
+
 from evflow.runtime.message import copy_value, new_message
 from evflow.runtime.nodeapi import Node, number_range
 

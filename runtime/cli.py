@@ -185,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command.run(args))
     except KeyboardInterrupt:
         return 130
+    finally:
+        from .output import flush_all
+
+        flush_all()  # the last log lines (and debug output) go out before the process ends
 
 
 if __name__ == "__main__":

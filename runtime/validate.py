@@ -15,7 +15,7 @@ import attrs
 
 from .codec import CodecError, structure
 from .flowfile import FlowProblem, NodeRecord, is_env_reference
-from .nodeapi import ConfigNode, Node, NodeClass
+from .nodeapi import ConfigNode, NodeClass
 from .registry import Registry, RegistryError
 
 __all__ = ["FlowPlan", "PlannedNode", "plan_flow"]

@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from ..errors import EvflowError
+from ..output import flush_all
 from ..redaction import redact
 
 
@@ -30,6 +31,7 @@ def run_trio(command: str, main: Callable[..., Awaitable[int]], *args: Any) -> i
         return trio.run(main, *args)
     except* EvflowError as group:
         failures.extend(_leaves(group))
+    flush_all()  # log lines the run queued come before the error
     for failure in failures:
         print(redact(f"evflow {command}: error: {failure}"), file=sys.stderr)
     return 1

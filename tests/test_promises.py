@@ -1,0 +1,324 @@
+"""The README's promises where two paths meet, each broken on an earlier main (issue 16), in running
+flows against a real mosquitto. The transport-level ones are in test_transport.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+from evflow.runtime.broker import BrokerConfig
+from evflow.runtime.mosquitto import MosquittoBroker
+from evflow.runtime.nodeapi import ConfigNode, Message, Node, ref
+from evflow.runtime.testing import everest_simulator, run_flow
+from evflow.runtime.transport import MqttClient, MqttMessage
+
+MODULE = "sec"
+HEARTBEAT = f"everest_api/1/evse_security_consumer/{MODULE}/e2m/heartbeat"
+
+
+def broker_nodes(url: str, **broker: Any) -> list[dict[str, Any]]:
+    return [{"id": "b", "type": "mqtt-broker", "broker": url, **broker},
+            {"id": "api", "type": "everest-api", "broker": "b", "module_id": MODULE}]
+
+
+@attrs.frozen
+class NoConfig:
+    pass
+
+
+class Sink(Node[NoConfig]):
+    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
+
+    type = "sink"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg)
+
+
+@pytest.fixture
+async def observer(broker: MosquittoBroker) -> Any:
+    client = MqttClient(BrokerConfig.from_url(broker.url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        yield client
+        await client.aclose()
+
+
+# ---- 1. one slow consumer must not stop the connection's reader ----------------------------------
+
+
+async def test_a_burst_through_mqtt_in_and_mqtt_out_at_qos1_arrives_whole(
+    tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
+) -> None:
+    # mqtt in (QoS 0, block) -> mqtt out (QoS 1) on one connection: mqtt in's full queue stopped the
+    # reader, so mqtt out's PUBACKs waited behind it: 184 of 20,000 arrived, the rest were dropped.
+    burst = 5000
+    arrived = await observer.subscribe("burst/out", qos=1, max_buffer=burst + 1)
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "in", "type": "mqtt in", "broker": "b", "topic": "burst/in", "datatype": "utf8", "wires": [["out"]]},
+        {"id": "out", "type": "mqtt out", "broker": "b", "topic": "burst/out", "qos": 1},
+    ]
+    async with run_flow(flow, workdir=tmp_path) as running:
+        for i in range(burst):
+            await observer.publish("burst/in", str(i).encode())
+        with trio.fail_after(30):
+            got = [int((await arrived.receive()).payload) for _ in range(burst)]
+        stats = running.stats()
+    assert got == list(range(burst))
+    assert stats["in"]["dropped"] == 0 and stats["b"]["dropped"] == 0
+
+
+async def test_a_burst_of_requests_behind_mqtt_in_is_answered_in_time(tmp_path: Path) -> None:
+    # mqtt in -> request node: the request node's replies came on the reader mqtt in's full queue
+    # had stopped: a burst of 300 gave 160 RequestTimeouts and 320 late replies.
+    async with everest_simulator(tmp_path / "everest", module_id=MODULE) as everest:
+        flow = [
+            *broker_nodes(everest.broker_url),
+            {"id": "in", "type": "mqtt in", "broker": "b", "topic": "ask", "wires": [["ask"]]},
+            {"id": "ask", "type": "is-ca-certificate-installed", "api": "api", "certificate_type": "V2G",
+             "timeout": 3, "wires": [["ok"], ["failed"]]},
+            {"id": "ok", "type": "sink"}, {"id": "failed", "type": "sink"},
+        ]
+        async with run_flow(flow, workdir=tmp_path, node_types=[Sink]) as running:
+            publisher = MqttClient(BrokerConfig.from_url(everest.broker_url))
+            async with trio.open_nursery() as nursery:
+                await nursery.start(publisher.run)
+                for i in range(300):
+                    publisher.publish_nowait("ask", str(i).encode())
+                with trio.fail_after(30):
+                    answers = [await running.expect("ok") for _ in range(300)]
+                await publisher.aclose()
+            await trio.testing.wait_all_tasks_blocked()
+            assert running.nothing_sent("failed")
+            stats = running.stats()["api"]
+    assert all(answer.payload is True for answer in answers)
+    assert stats["requests_answered"] == 300 and stats["requests_late"] == 0
+
+
+# ---- 5. a timer must not cut a send short; a stop must not cut an inline node short ---------------
+
+
+class Slow(Node[NoConfig]):
+    """Takes its time over each message, as a node that writes to a slow disk would."""
+
+    type = "slow"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await trio.sleep(0.005)  # the work, not synchronisation
+        await self.send(msg)
+
+
+async def test_heartbeats_reach_a_slow_node_whole_and_liveness_counts_arrivals(
+    tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
+) -> None:
+    # The liveness timer's cancel scope wrapped the sends: 33 of 200 beats on their way to a slow
+    # node were lost (counted as abandoned_at_stop while the flow ran), and "lost" was reported
+    # though beats kept arriving, because liveness was measured as the flow took them.
+    flow = [
+        *broker_nodes(broker.url),
+        {"id": "hb", "type": "heartbeat", "api": "api", "timeout": 0.3, "wires": [["slow"], ["events"]]},
+        {"id": "slow", "type": "slow", "queue_size": 1},
+        {"id": "events", "type": "sink"},
+    ]
+    async with run_flow(flow, workdir=tmp_path, node_types=[Slow, Sink]) as running:
+        async with trio.open_nursery() as nursery:
+
+            async def beat() -> None:
+                for beat_id in range(1, 201):  # a burst: 200 x 5 ms of work is far beyond the timeout
+                    observer.publish_nowait(HEARTBEAT, str(beat_id).encode())
+                beat_id = 201
+                while True:  # then EVerest's steady beat, well within the timeout
+                    await observer.publish(HEARTBEAT, str(beat_id).encode())
+                    beat_id += 1
+                    await trio.sleep(0.1)
+
+            nursery.start_soon(beat)
+            with trio.fail_after(20):
+                beats = [(await running.expect("slow")).payload for _ in range(200)]
+            nursery.cancel_scope.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        events = []
+        while not running.nothing_sent("events"):
+            events.append((await running.expect("events")).payload)
+    assert beats == list(range(1, 201))
+    assert events == []  # no "lost", no "gap": every beat arrived, and in time
+    assert running.engine.abandoned_at_stop == 0
+
+
+GATE: dict[str, trio.Event] = {}
+DONE: list[int] = []
+
+
+class OneShotSource(Node[NoConfig]):
+    """Sends one message, then waits for the stop."""
+
+    type = "one-shot"
+    Config = NoConfig
+    is_source = True
+    has_input = False
+
+    async def run(self) -> None:
+        await self.send(Message(1))
+        await trio.sleep_forever()
+
+
+class WaitsInline(Node[NoConfig]):
+    """Inline, and waits the way mqtt out waits for its window of PUBACKs."""
+
+    type = "waits-inline"
+    Config = NoConfig
+    inline = True
+
+    async def receive(self, msg: Message) -> None:
+        await GATE["release"].wait()
+        DONE.append(msg.payload)
+
+
+async def test_a_stop_lets_an_inline_node_finish_the_message_it_runs_for_a_source(tmp_path: Path) -> None:
+    # An inline node runs in its sender's task, and the stop cancelled the source's task: an
+    # inline mqtt out waiting for PUBACKs was cut short outside the drain.
+    GATE["release"] = trio.Event()
+    DONE.clear()
+    flow = [{"id": "src", "type": "one-shot", "wires": [["wait"]]}, {"id": "wait", "type": "waits-inline"}]
+    async with run_flow(flow, workdir=tmp_path, node_types=[OneShotSource, WaitsInline]) as running:
+        await trio.testing.wait_all_tasks_blocked()
+        assert running.engine.runs_inline("wait") and running.engine.in_flight == 1
+        running.engine.request_stop()
+        await trio.testing.wait_all_tasks_blocked()  # the stop has begun: it waits for the message
+        GATE["release"].set()
+        with trio.fail_after(5):
+            await running.engine.stopped.wait()
+    assert DONE == [1] and running.engine.in_flight == 0 and running.engine.abandoned_at_stop == 0
+
+
+# ---- 6. config nodes close in reverse dependency order, one at a time ----------------------------
+
+
+EVENTS: list[str] = []
+
+
+@attrs.frozen(kw_only=True)
+class ResourceConfig:
+    uses: str | None = ref("test-resource", default=None)
+
+
+class Resource(ConfigNode[ResourceConfig]):
+    """A config node that records its life; ``uses`` names the one it depends on."""
+
+    type = "test-resource"
+    Config = ResourceConfig
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        EVENTS.append(f"{self.context.node_id} up")
+        task_status.started()
+        try:
+            await trio.sleep_forever()
+        finally:
+            EVENTS.append(f"{self.context.node_id} served")
+
+    async def close(self) -> None:
+        EVENTS.append(f"{self.context.node_id} closing")
+        await trio.lowlevel.checkpoint()  # a close that waits for something (a DISCONNECT's ack)
+        await trio.lowlevel.checkpoint()
+        EVENTS.append(f"{self.context.node_id} closed")
+
+
+async def test_config_nodes_close_one_at_a_time_after_those_that_use_them(tmp_path: Path) -> None:
+    # They closed all at once: a broker connection could go while an API client on it still closed.
+    EVENTS.clear()
+    flow = [
+        {"id": "client", "type": "test-resource", "uses": "connection"},
+        {"id": "connection", "type": "test-resource"},
+        {"id": "session", "type": "test-resource", "uses": "client"},
+    ]
+    async with run_flow(flow, workdir=tmp_path, node_types=[Resource]):
+        assert EVENTS == ["connection up", "client up", "session up"]
+        EVENTS.clear()
+    assert EVENTS == [
+        "session closing", "session closed", "session served",
+        "client closing", "client closed", "client served",
+        "connection closing", "connection closed", "connection served",
+    ]
+
+
+# ---- a message sent to several nodes shares no mutable state ---------------------------------------
+
+
+class Count(Node[NoConfig]):
+    """Changes the dict it received in place, as a careless node would, and passes it on."""
+
+    type = "count"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        msg.payload["seen"] += 1
+        await self.send(msg)
+
+
+async def test_nodes_that_change_a_payload_they_received_change_only_their_own(tmp_path: Path) -> None:
+    flow = [
+        {"id": "in", "type": "inject", "payload": {"seen": 0, "list": [1]}, "once": True, "interval": 0.01,
+         "repeat": 2, "wires": [["a", "b", "c"]]},
+        {"id": "a", "type": "count"}, {"id": "b", "type": "count"}, {"id": "c", "type": "sink"},
+    ]
+    async with run_flow(flow, workdir=tmp_path, node_types=[Count, Sink]) as running:
+        got = [(await running.expect(node)).payload for _ in range(2) for node in ("a", "b", "c")]
+    # Each node's copy, each message's own payload (not the inject's config, nor the last one's).
+    assert [p["seen"] for p in got] == [1, 1, 0, 1, 1, 0]
+    assert all(p["list"] == [1] for p in got)
+
+
+# ---- output that cannot block the flow -------------------------------------------------------------
+
+
+async def test_a_stalled_stdout_does_not_stop_the_keepalive(tmp_path: Path, broker: MosquittoBroker,
+                                                            observer: MqttClient) -> None:
+    # debug wrote to stdout in the event loop: with a pipe nobody reads, the loop froze at the
+    # first full write, and EVerest's communication check with it.
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import termios
+
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps([
+        *broker_nodes(broker.url),
+        {"id": "ka", "type": "keepalive", "api": "api", "interval": 0.1, "everest_timeout": 1},
+        {"id": "flood", "type": "inject", "payload": "x" * 200, "once": True, "interval": 0.001, "wires": [["dbg"]]},
+        {"id": "dbg", "type": "debug"},
+    ]))
+    read_end, write_end = os.pipe()
+    pipe_bytes: list[int] = []
+    enough = trio.Event()
+
+    def checked(_message: MqttMessage) -> None:
+        unread = fcntl.ioctl(read_end, termios.FIONREAD, b"\0\0\0\0")
+        pipe_bytes.append(int.from_bytes(unread, sys.byteorder))
+        if sum(1 for size in pipe_bytes if size >= 60_000) >= 10:  # ten checks with the pipe full
+            enough.set()
+
+    await observer.subscribe_callback(f"everest_api/1/evse_security_consumer/{MODULE}/m2e/communication_check",
+                                      checked)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "evflow.runtime.cli", "run", str(flow)],
+        stdout=write_end, stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    try:
+        with trio.fail_after(30):
+            await enough.wait()
+    finally:
+        process.kill()
+        await process.wait()
+        os.close(read_end)
+    assert max(pipe_bytes) >= 60_000
+
