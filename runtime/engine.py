@@ -211,7 +211,7 @@ class FlowEngine:
                 # A source still handing a message on when the drain's deadline passes is cancelled.
                 drain_by = stop_at + min(self.drain_timeout, self.stop_timeout * 0.4)
                 running.cancel_scope.deadline = drain_by
-            await self._drain(drain_by - stop_at)
+            await self._drain(stop_at, drain_by)
             # Nodes close within close_timeout, leaving a fifth of the stop to the config nodes.
             stop_by = stop_at + self.stop_timeout
             close_within = min(self.close_timeout, stop_by - self.stop_timeout * 0.2 - trio.current_time())
@@ -295,14 +295,17 @@ class FlowEngine:
                     host.log.warning("source failed (%s: %s); restarting", type(exc).__name__, exc)
                     await trio.sleep(self.restart_delay)
 
-    async def _drain(self, timeout: float) -> None:
+    async def _drain(self, stop_at: float, deadline: float) -> None:
+        """Until every message in flight is handled, or the drain's deadline (which counts from the
+        stop: a source that took long to stop has used part of it)."""
         if self._in_flight.count == 0:
             return
         log.info("stopping: draining %d message(s) in flight", self._in_flight.count)
-        with trio.move_on_after(timeout):
+        with trio.move_on_at(deadline):
             await self._in_flight.wait_drained()
             return
-        log.warning("stopping: %d message(s) still in flight after %g s, dropped", self._in_flight.count, timeout)
+        log.warning("stopping: %d message(s) still in flight after %g s, dropped",
+                    self._in_flight.count, deadline - stop_at)
 
     def _log_stats(self) -> None:
         for node_id, counters in self.stats().items():

@@ -11,6 +11,9 @@ root what it holds there::
 and a DER copy of each leaf, chain and key (see :func:`der_copy_path`). ``make_ca``, ``make_leaf`` and
 ``make_tls_*`` mint certificates for other tests, e.g. a server certificate for a TLS mosquitto.
 Every key is EC P-256: quick to generate, and the kind EVerest itself makes for its CSRs.
+
+One module though longer than most: every certificate of the test PKI is minted with the same few
+helpers, and the chains' profiles read best next to each other.
 """
 
 from __future__ import annotations

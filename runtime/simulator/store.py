@@ -13,6 +13,9 @@ DER files when DER is asked for, the root's PEM in ``certificate_root``, and the
 
 Hex follows EvseSecurity's OpenSSL supplier, which prints hashes with iostream's ``std::hex`` and
 lower-cases the serial: lower case everywhere.
+
+One module though longer than most: it mirrors one piece of everest-core (the store's layout, its
+three lookups and their quirks) so that the two can be read side by side.
 """
 
 from __future__ import annotations
