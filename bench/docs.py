@@ -53,9 +53,9 @@ NOTES = """\
 - Peak RSS at QoS 1: mosquitto 2.0 stops honouring its window of 20 unacknowledged messages toward a
   client that publishes at QoS 1 itself, so the whole burst arrives faster than any of the three
   forwards it. The paho floor acknowledges on arrival and keeps every outgoing message beyond its 20
-  in flight in a queue without bound (its default); evflow acknowledges a message only once buffered,
-  holds the rest unacknowledged (up to `max_held` messages and `max_held_bytes` on `mqtt-broker`,
-  50,000 and 8 MiB) and keeps at most `window` publishes unacknowledged in `mqtt out`.
+  in flight in a queue without bound (its default); evflow acknowledges a message once it is in a
+  subscription's queue or backlog (at most `max_held` messages and `max_held_bytes` on
+  `mqtt-broker`, 50,000 and 8 MiB) and keeps at most `window` publishes unacknowledged in `mqtt out`.
 - Overload: mosquitto (default config) drops the QoS 0 messages a subscriber does not take beyond its
   per-client queue (its `$SYS/broker/publish/messages/dropped` counts them), so its memory stays small
   ("broker peak MB"); Node-RED reads whatever arrives into its own memory; evflow keeps reading (its

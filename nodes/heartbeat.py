@@ -70,11 +70,17 @@ class Heartbeat(Node[HeartbeatConfig]):
         subscription = self.beats.subscription
         sequence = HeartbeatSequence()
         receive, receive_nowait = self.beats.receive, self.beats.receive_nowait
+        taken_in_a_row = 0
         while True:
+            if taken_in_a_row >= 64:  # a backlog may hold thousands: let other tasks run now and then
+                taken_in_a_row = 0
+                await trio.lowlevel.checkpoint()
             try:
                 try:
                     beat = receive_nowait()  # a burst goes on without a scheduler round trip each
+                    taken_in_a_row += 1
                 except trio.WouldBlock:
+                    taken_in_a_row = 0
                     beat = await receive()
             except InvalidPayload as exc:
                 await self.context.error(exc)

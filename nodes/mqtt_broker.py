@@ -6,6 +6,7 @@ import attrs
 import trio
 
 from evflow.runtime.broker import BrokerConfig, BrokerUrlError, make_tls_context, parse_broker_url
+from evflow.runtime.errors import ConnectError
 from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, field_check, number_range, secret
 from evflow.runtime.transport import MqttClient
 
@@ -76,13 +77,18 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
         try:
             config = self._broker_config()
         except (OSError, ValueError) as exc:  # unreadable TLS files, a wrong key password
-            from evflow.runtime.errors import ConnectError
-
             raise ConnectError(f"TLS set-up failed: {exc}") from None
         self.mqtt = MqttClient(config)
+        failed: ConnectError | None = None
         async with trio.open_nursery() as nursery:
-            await nursery.start(self.mqtt.run)
-            task_status.started()
+            try:
+                await nursery.start(self.mqtt.run)
+            except ConnectError as exc:
+                failed = exc  # raised below, outside the nursery: not wrapped in an exception group
+            else:
+                task_status.started()
+        if failed is not None:
+            raise failed
 
     async def close(self) -> None:
         await self.mqtt.aclose()

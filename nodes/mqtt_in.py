@@ -16,6 +16,10 @@ from evflow.runtime.protocol.topics import validate_filter
 from evflow.runtime.transport import MqttClient, MqttMessage, Overflow, Subscription
 
 
+# Messages taken from the subscription without waiting before this node lets other tasks run.
+_YIELD_EVERY = 64
+
+
 class Datatype(enum.StrEnum):
     AUTO = "auto"  # JSON when it parses, else text when it is UTF-8, else bytes
     JSON = "json"  # JSON, or an error
@@ -80,18 +84,25 @@ class MqttIn(Node[MqttInConfig]):
         # (`_take`): no wake-up of this task per message. What it cannot hand on at once (a full
         # queue downstream, an undecodable payload) is buffered and handled here, in order.
         self._working = True
+        taken_in_a_row = 0
         if self.context.can_send_nowait(0):
             subscription.take = self._take
         try:
             while True:
+                if taken_in_a_row >= _YIELD_EVERY:
+                    # A backlog may hold thousands: let the connection's writer and others run now
+                    # and then (before taking the next one, so that a stop here loses nothing).
+                    taken_in_a_row = 0
+                    await trio.lowlevel.checkpoint()
                 try:
-                    # What is buffered already goes on without a scheduler round trip per message:
-                    # a burst is at most the buffer's size, and each send honours cancellation.
+                    # What is buffered already goes on without a scheduler round trip per message.
                     incoming = receive_nowait()
+                    taken_in_a_row += 1
                 except trio.WouldBlock:
                     self._working = False
                     incoming = await receive()
                     self._working = True
+                    taken_in_a_row = 0
                 self.received += 1
                 data, topic = incoming.payload, incoming.topic
                 try:

@@ -45,7 +45,7 @@ class InFlight:
 
     def __init__(self) -> None:
         self.count = 0
-        # Messages a sender was still waiting to hand on when the stop's deadline cancelled it.
+        # Messages a sender took and did not hand on (see FlowEngine.abandoned).
         self.abandoned = 0
         self._drained: trio.Event | None = None
 

@@ -27,7 +27,7 @@ from . import redaction
 from .delivery import Inbox, InboxStats, InFlight, Overflow
 from .errors import EvflowError
 from .failures import FailureRouter
-from .host import NodeHost
+from .host import NodeHost, Tap
 from .message import Message
 from .ratelimit import RateLimitedLog
 from .validate import FlowPlan, PlannedNode
@@ -87,7 +87,8 @@ class FlowEngine:
             self._hosts[planned.id] = NodeHost(
                 node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, log=node_log,
                 error_port=None if planned.is_config else planned.node_class.error_port,
-                failures=self._failures, log_error=RateLimitedLog(node_log, logging.ERROR), hosts=self._hosts,
+                failures=self._failures, in_flight=self._in_flight,
+                log_error=RateLimitedLog(node_log, logging.ERROR), hosts=self._hosts,
             )
 
     # ---- control and views -------------------------------------------------------------------------
@@ -110,8 +111,9 @@ class FlowEngine:
         return self._failures.errors_routed
 
     @property
-    def abandoned_at_stop(self) -> int:
-        """Messages a sender was still waiting to hand on when the stop's deadline passed."""
+    def abandoned(self) -> int:
+        """Messages a sender took and did not hand on: cancelled while waiting for room (the stop's
+        deadline, or a timeout of its own), or taken by a source that was being stopped."""
         return self._in_flight.abandoned
 
     def node(self, node_id: str) -> Any:
@@ -130,12 +132,12 @@ class FlowEngine:
         inbox = self._hosts[node_id].inbox
         return inbox is not None and inbox.inline
 
-    def tap(self, node_id: str, buffer: int = 10_000) -> trio.MemoryReceiveChannel[tuple[int, Message]]:
+    def tap(self, node_id: str, buffer: int = 10_000) -> Tap:
         """Everything ``node_id`` sends from now on, as ``(port, message)``, wired or not (for tests
-        and tools; a tap that is not read fills up and raises in the flow, so read it)."""
-        send, receive = trio.open_memory_channel[tuple[int, Message]](buffer)
-        self._hosts[node_id].taps.append(send)
-        return receive
+        and tools): each a copy; beyond ``buffer`` unread ones, not kept but counted (``missed``)."""
+        tap = Tap(buffer)
+        self._hosts[node_id].taps.append(tap)
+        return tap
 
     async def inject(self, node_id: str, msg: Message) -> None:
         """Deliver ``msg`` to ``node_id``'s input, as a wire would (for tests and tools)."""
@@ -155,8 +157,8 @@ class FlowEngine:
             if counters:
                 report[host.node_id] = counters
         report["engine"] = {"errors_logged": self.errors_logged, "errors_routed": self.errors_routed}
-        if self.abandoned_at_stop:
-            report["engine"]["abandoned_at_stop"] = self.abandoned_at_stop
+        if self.abandoned:
+            report["engine"]["abandoned"] = self.abandoned
         return report
 
     # ---- run -------------------------------------------------------------------------------------

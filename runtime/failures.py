@@ -31,13 +31,13 @@ class FailureRouter:
 
     async def route(self, host: NodeHost, error: BaseException | str, msg: Message | None) -> None:
         previous = msg.error.count if msg is not None and msg.error is not None else 0
-        text = error if isinstance(error, str) else (str(error) or type(error).__name__)
+        text, kind = _describe(error)
         node_error = NodeError(
             message=text,
             source_id=host.node_id,
             source_type=host.node_type,
             source_name=host.name,
-            kind="" if isinstance(error, str) else type(error).__name__,
+            kind=kind,
             count=previous + 1,
         )
         if node_error.count > MAX_ERROR_DEPTH:
@@ -67,3 +67,21 @@ class FailureRouter:
         ]
         regular = [catcher for catcher, scope in scoped if not scope.uncaught]
         return regular or [catcher for catcher, scope in scoped if scope.uncaught]
+
+
+def _describe(error: BaseException | str) -> tuple[str, str]:
+    """A failure's text and kind; a node's own nursery raises an exception group, which is told by
+    what is in it (not as "Exceptions from Trio nursery")."""
+    if isinstance(error, str):
+        return error, ""
+    if isinstance(error, BaseExceptionGroup):
+        leaves = list(_leaves(error))
+        return "; ".join(_describe(leaf)[0] for leaf in leaves), ", ".join(type(leaf).__name__ for leaf in leaves)
+    return str(error) or type(error).__name__, type(error).__name__
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found

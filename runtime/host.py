@@ -9,13 +9,34 @@ from typing import Any
 
 import trio
 
-from .delivery import Inbox
+from .delivery import InFlight, Inbox
 from .failures import FailureRouter
 from .message import Message
 from .nodeapi import ConfigNode
 from .ratelimit import RateLimitedLog
 
-__all__ = ["NodeHost"]
+__all__ = ["NodeHost", "Tap"]
+
+
+class Tap:
+    """Everything a node sends, as ``(port, message)``, for tests and tools. It never holds the flow
+    back: when ``buffer`` messages wait unread, later ones are not kept, counted in :attr:`missed`."""
+
+    def __init__(self, buffer: int) -> None:
+        self._send, self._receive = trio.open_memory_channel[tuple[int, Message]](buffer)
+        self.missed = 0
+
+    def _put(self, port: int, msg: Message) -> None:
+        try:
+            self._send.send_nowait((port, msg.copy()))
+        except trio.WouldBlock:
+            self.missed += 1
+
+    async def receive(self) -> tuple[int, Message]:
+        return await self._receive.receive()
+
+    def receive_nowait(self) -> tuple[int, Message]:
+        return self._receive.receive_nowait()
 
 
 class NodeHost:
@@ -31,6 +52,7 @@ class NodeHost:
         log: Any,
         error_port: int | None,
         failures: FailureRouter,
+        in_flight: InFlight,
         log_error: RateLimitedLog,
         hosts: Mapping[str, NodeHost],
     ) -> None:
@@ -46,8 +68,9 @@ class NodeHost:
         self.outputs: list[list[Inbox]] = []
         # Per output port: whether a node run inline is wired to it (send_nowait never runs one).
         self.inline_wired: list[bool] = []
-        self.taps: list[trio.MemorySendChannel[tuple[int, Message]]] = []
+        self.taps: list[Tap] = []
         self._failures = failures
+        self._in_flight = in_flight
         self._hosts = hosts
         # A source is stopped between two sends, never in the middle of one: see request_stop.
         self.sending = 0
@@ -62,8 +85,13 @@ class NodeHost:
 
     async def send(self, msg: Message, port: int = 0) -> None:
         if self._stopping:
-            # A stopped source ends here, before delivering anything, not inside the next send's wait.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            # A stopped source ends here, before delivering anything, not inside the next send's
+            # wait; the message it took to send is counted as abandoned, not lost silently.
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except trio.Cancelled:
+                self._in_flight.abandoned += 1
+                raise
         self.sending += 1
         try:
             if self.taps:
@@ -135,4 +163,4 @@ class NodeHost:
 
     def _tap(self, msg: Message, port: int) -> None:
         for tap in self.taps:
-            tap.send_nowait((port, msg.copy()))  # a tool's view: sized by the tool, never blocks the flow
+            tap._put(port, msg)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import enum
 import itertools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -36,12 +34,15 @@ class Message:
     """A message: frozen, and its payload is its own.
 
     A message sent to several nodes reaches the first as it is and every other one as a
-    :meth:`copy` whose payload shares no mutable part with it (Node-RED clones in the same way),
-    so a node that changes a dict it received changes nobody else's. Values that cannot change
-    (text, numbers, bytes, frozen attrs instances such as EVerest's typed replies) are shared.
+    :meth:`copy` whose payload's dicts, lists, tuples, sets and bytearrays are its own (Node-RED
+    clones in the same way), so a node that changes a dict it received changes nobody else's.
+    Anything else in a payload is shared: values that cannot change (text, numbers, bytes, enums,
+    frozen attrs instances such as EVerest's typed replies), and objects of other types, which a
+    node that may change them must copy itself.
 
-    ``meta`` is an open mapping for what nodes want to carry along. ``error`` is set on messages
-    routed to an error port or a ``catch`` node.
+    ``meta`` is an open mapping for what nodes want to carry along; it is shared, not copied (it
+    may hold handles, such as a reply channel). ``error`` is set on messages routed to an error
+    port or a ``catch`` node.
     """
 
     payload: Any
@@ -58,45 +59,31 @@ class Message:
         return Message(self.payload, self.topic, self.msg_id, self.meta, error)
 
     def copy(self) -> Message:
-        """This message with a payload (and meta) of its own; itself when nothing in it can change."""
+        """This message with a payload of its own (see above); itself when its payload holds no
+        container that could change."""
         payload = copy_value(self.payload)
-        meta = self.meta
-        if meta:
-            copied = {key: copy_value(value) for key, value in meta.items()}
-            if any(copied[key] is not value for key, value in meta.items()):
-                meta = MappingProxyType(copied)
-        if payload is self.payload and meta is self.meta:
+        if payload is self.payload:
             return self
-        return Message(payload, self.topic, self.msg_id, meta, self.error)
+        return Message(payload, self.topic, self.msg_id, self.meta, self.error)
 
 
 def new_message(payload: Any, topic: str = "", **meta: Any) -> Message:
     return Message(payload, topic, next(_ids), MappingProxyType(meta) if meta else EMPTY_META)
 
 
-_IMMUTABLE = frozenset({str, bytes, int, float, bool, complex, type(None), range})
-_frozen_attrs: dict[type, bool] = {}
-
-
 def copy_value(value: Any) -> Any:
-    """``value`` with no mutable part shared; ``value`` itself when nothing in it can change."""
+    """``value`` with its dicts, lists, tuples, sets and bytearrays copied, all the way down;
+    anything else shared. ``value`` itself when it holds no such container that could change."""
     kind = type(value)
-    if kind in _IMMUTABLE:
-        return value
     if kind is dict:
         return {key: copy_value(item) for key, item in value.items()}
     if kind is list:
         return [copy_value(item) for item in value]
+    if kind is set:
+        return {copy_value(item) for item in value}
+    if kind is bytearray:
+        return bytearray(value)
     if kind is tuple or kind is frozenset:
         items = [copy_value(item) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else kind(items)
-    if _is_frozen_attrs(kind) or isinstance(value, enum.Enum):
-        return value
-    return copy.deepcopy(value)
-
-
-def _is_frozen_attrs(kind: type) -> bool:
-    frozen = _frozen_attrs.get(kind)
-    if frozen is None:
-        frozen = _frozen_attrs[kind] = attrs.has(kind) and attrs.inspect(kind).is_frozen
-    return frozen
+    return value

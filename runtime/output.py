@@ -3,7 +3,8 @@
 A write to stdout or stderr blocks when the reader does not keep up (a full pipe, a journal under
 load, a terminal scrolled back with its output paused). Done in the event loop, that would freeze
 every node, the broker keepalive and EVerest's communication check with it. So ``debug`` lines and
-log records go into a bounded queue that a daemon thread writes out; the event loop never waits.
+log records go into a queue bounded in lines and bytes that a daemon thread writes out; the event
+loop never waits.
 When the queue is full, lines are dropped and counted, and a line saying how many goes out once the
 stream takes lines again.
 """
@@ -19,19 +20,25 @@ from typing import TextIO
 
 __all__ = ["LineWriter", "flush_all", "stderr_writer", "stdout_writer"]
 
-# Lines waiting to be written, per stream, before new ones are dropped.
+# What may wait to be written, per stream, before new lines are dropped.
 MAX_WAITING_LINES = 10_000
+MAX_WAITING_BYTES = 1024 * 1024
 
 
 class LineWriter:
     """Writes lines to ``stream()`` (looked up at each write: tests swap ``sys.stdout``) from a
     thread started with the first line. :meth:`write` never blocks."""
 
-    def __init__(self, stream: Callable[[], TextIO], *, name: str, max_lines: int = MAX_WAITING_LINES) -> None:
+    def __init__(
+        self, stream: Callable[[], TextIO], *, name: str, max_lines: int = MAX_WAITING_LINES,
+        max_bytes: int = MAX_WAITING_BYTES,
+    ) -> None:
         self._stream = stream
         self._name = name
         self._max_lines = max_lines
+        self._max_bytes = max_bytes
         self._lines: collections.deque[str] = collections.deque()
+        self._waiting_bytes = 0  # characters, counted as bytes: close enough for a bound
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
@@ -42,11 +49,12 @@ class LineWriter:
     def write(self, line: str) -> None:
         """Queue ``line`` (ending in a newline) for the stream; drop it, counted, when full."""
         with self._lock:
-            if len(self._lines) >= self._max_lines:
+            if len(self._lines) >= self._max_lines or self._waiting_bytes + len(line) > self._max_bytes:
                 self.dropped += 1
                 self._unreported += 1
                 return
             self._lines.append(line)
+            self._waiting_bytes += len(line)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=f"evflow-{self._name}", daemon=True)
                 self._thread.start()
@@ -70,6 +78,7 @@ class LineWriter:
                     self._wake.wait()
                 lines = list(self._lines)
                 self._lines.clear()
+                self._waiting_bytes = 0
                 unreported, self._unreported = self._unreported, 0
                 self._writing = True
             if unreported:

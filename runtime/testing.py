@@ -25,6 +25,7 @@ import trio
 
 from .broker import BrokerConfig
 from .engine import FlowEngine
+from .host import Tap
 from .flows import load_plan
 from .message import Message, new_message
 from .registry import Registry
@@ -38,7 +39,7 @@ class FlowUnderTest:
     from the start, so nothing it sends is missed)."""
 
     engine: FlowEngine
-    _taps: dict[str, trio.MemoryReceiveChannel[tuple[int, Message]]] = attrs.field(factory=dict)
+    _taps: dict[str, Tap] = attrs.field(factory=dict)
     _held: dict[str, list[tuple[int, Message]]] = attrs.field(factory=dict)
 
     async def inject(self, node_id: str, payload: Any = None, topic: str = "", **meta: Any) -> Message:
@@ -55,12 +56,21 @@ class FlowUnderTest:
             if sent_port == port:
                 del held[index]
                 return msg
+        self._check_complete(node_id)
         with trio.fail_after(timeout):
             while True:
                 sent_port, msg = await self._taps[node_id].receive()
                 if sent_port == port:
                     return msg
                 held.append((sent_port, msg))
+
+    def _check_complete(self, node_id: str) -> None:
+        missed = self._taps[node_id].missed
+        if missed:
+            raise AssertionError(
+                f"{missed} message(s) {node_id!r} sent were not kept: read them as the flow runs "
+                "(each node keeps at most 10,000 unread)"
+            )
 
     def nothing_sent(self, node_id: str, port: int | None = None) -> bool:
         """Whether ``node_id`` has sent nothing (on ``port``, or on any port) that no ``expect`` took
@@ -71,6 +81,7 @@ class FlowUnderTest:
                 held.append(self._taps[node_id].receive_nowait())
             except trio.WouldBlock:
                 break
+        self._check_complete(node_id)
         return not any(port is None or sent_port == port for sent_port, _ in held)
 
     def stats(self) -> dict[str, dict[str, int]]:

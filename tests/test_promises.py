@@ -102,6 +102,44 @@ async def test_a_burst_of_requests_behind_mqtt_in_is_answered_in_time(tmp_path: 
     assert stats["requests_answered"] == 300 and stats["requests_late"] == 0
 
 
+class Yields(Node[NoConfig]):
+    """Yields once per message, as any node that awaits something does, and passes it on."""
+
+    type = "yields"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await trio.lowlevel.checkpoint()
+        await self.send(msg)
+
+
+async def test_mqtt_in_keeps_order_across_its_two_paths(
+    tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
+) -> None:
+    # The read loop hands a message on itself while mqtt in's task waits; Subscription.receive took a
+    # message off the buffer and then yielded, and the read loop handed the next one on before it
+    # (issue 16 review: reordered in half of the runs).
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "in", "type": "mqtt in", "broker": "b", "topic": "seq", "datatype": "utf8", "queue_size": 1000,
+         "wires": [["pass"]]},
+        {"id": "pass", "type": "yields", "queue_size": 1},
+    ]
+    total = 10_000
+    got: list[int] = []
+    async with run_flow(flow, workdir=tmp_path, node_types=[Yields]) as running:
+
+        async def collect() -> None:  # while it flows: a tap holds 10,000 messages
+            for _ in range(total):
+                got.append(int((await running.expect("pass", timeout=30)).payload))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            for i in range(total):  # a trickle: the buffer empties often, and the read loop hands on
+                await observer.publish("seq", str(i).encode())
+    assert got == list(range(total))
+
+
 # ---- 5. a timer must not cut a send short; a stop must not cut an inline node short ---------------
 
 
@@ -120,7 +158,7 @@ async def test_heartbeats_reach_a_slow_node_whole_and_liveness_counts_arrivals(
     tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
 ) -> None:
     # The liveness timer's cancel scope wrapped the sends: 33 of 200 beats on their way to a slow
-    # node were lost (counted as abandoned_at_stop while the flow ran), and "lost" was reported
+    # node were lost (counted as abandoned while the flow ran), and "lost" was reported
     # though beats kept arriving, because liveness was measured as the flow took them.
     flow = [
         *broker_nodes(broker.url),
@@ -148,9 +186,45 @@ async def test_heartbeats_reach_a_slow_node_whole_and_liveness_counts_arrivals(
         events = []
         while not running.nothing_sent("events"):
             events.append((await running.expect("events")).payload)
+        abandoned_while_running = running.engine.abandoned
     assert beats == list(range(1, 201))
     assert events == []  # no "lost", no "gap": every beat arrived, and in time
-    assert running.engine.abandoned_at_stop == 0
+    assert abandoned_while_running == 0
+
+
+class Gated(Node[NoConfig]):
+    """Holds every message until the test opens GATE["open"]."""
+
+    type = "gated"
+    Config = NoConfig
+
+    async def receive(self, msg: Message) -> None:
+        await GATE["open"].wait()
+        await self.send(msg)
+
+
+async def test_beats_taken_late_from_before_a_loss_do_not_restore_liveness(
+    tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
+) -> None:
+    # A slow flow took beats that arrived before "lost" out of the backlog after it: each reported
+    # "restored" (then "lost" again), though EVerest had been silent (issue 16 review).
+    GATE["open"] = trio.Event()
+    flow = [
+        *broker_nodes(broker.url),
+        {"id": "hb", "type": "heartbeat", "api": "api", "timeout": 0.3, "wires": [["slow"], ["events"]]},
+        {"id": "slow", "type": "gated", "queue_size": 1},
+        {"id": "events", "type": "sink"},
+    ]
+    async with run_flow(flow, workdir=tmp_path, node_types=[Gated, Sink]) as running:
+        for beat in range(1, 6):  # five beats at once, then EVerest falls silent
+            await observer.publish(HEARTBEAT, str(beat).encode(), qos=1)
+        assert (await running.expect("events")).payload["event"] == "lost"
+        GATE["open"].set()  # the flow catches up with the beats that came before the loss
+        assert [(await running.expect("slow")).payload for _ in range(5)] == [1, 2, 3, 4, 5]
+        await trio.testing.wait_all_tasks_blocked()
+        assert running.nothing_sent("events")  # no "restored": nothing arrived after the loss
+        await observer.publish(HEARTBEAT, b"6", qos=1)  # EVerest is back
+        assert (await running.expect("events")).payload["event"] == "restored"
 
 
 GATE: dict[str, trio.Event] = {}
@@ -196,7 +270,53 @@ async def test_a_stop_lets_an_inline_node_finish_the_message_it_runs_for_a_sourc
         GATE["release"].set()
         with trio.fail_after(5):
             await running.engine.stopped.wait()
-    assert DONE == [1] and running.engine.in_flight == 0 and running.engine.abandoned_at_stop == 0
+    assert DONE == [1] and running.engine.in_flight == 0 and running.engine.abandoned == 0
+
+
+HANDLED: list[Any] = []
+
+
+class GatedRecord(Gated):
+    """As Gated, and records what it handled."""
+
+    type = "gated-record"
+
+    async def receive(self, msg: Message) -> None:
+        await GATE["open"].wait()
+        HANDLED.append(msg.payload)
+
+
+async def test_every_message_a_source_took_is_accounted_for_at_stop(
+    tmp_path: Path, broker: MosquittoBroker, observer: MqttClient
+) -> None:
+    # Stopped after its current send, mqtt in took the next message from its subscription and its
+    # next send ended it before delivering: that message was neither delivered nor counted anywhere.
+    GATE["open"] = trio.Event()
+    HANDLED.clear()
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "in", "type": "mqtt in", "broker": "b", "topic": "t", "qos": 1, "datatype": "utf8",
+         "wires": [["slow"]]},
+        {"id": "slow", "type": "gated-record", "queue_size": 1},
+        {"id": "marker", "type": "mqtt in", "broker": "b", "topic": "t/done", "wires": [["seen"]]},
+        {"id": "seen", "type": "sink"},
+    ]
+    async with run_flow(flow, workdir=tmp_path, node_types=[GatedRecord, Sink], stop_timeout=10,
+                        drain_timeout=3) as running:
+        for i in range(10):
+            await observer.publish("t", str(i).encode(), qos=1)
+        await observer.publish("t/done", b"", qos=1)
+        await running.expect("seen")  # the broker keeps a client's messages in order: all 10 are in
+        await trio.testing.wait_all_tasks_blocked()  # mqtt in waits to hand one on
+        running.engine.request_stop()
+        await trio.testing.wait_all_tasks_blocked()
+        GATE["open"].set()
+        with trio.fail_after(10):
+            await running.engine.stopped.wait()
+    stats = running.stats()
+    accounted = len(HANDLED) + stats["in"]["unprocessed_at_stop"] + stats["engine"].get("abandoned", 0)
+    assert stats["in"]["received"] + stats["in"]["unprocessed_at_stop"] == 10
+    assert accounted == 10, (HANDLED, stats)
 
 
 # ---- 6. config nodes close in reverse dependency order, one at a time ----------------------------
@@ -322,3 +442,71 @@ async def test_a_stalled_stdout_does_not_stop_the_keepalive(tmp_path: Path, brok
         os.close(read_end)
     assert max(pipe_bytes) >= 60_000
 
+
+
+def test_a_copy_owns_its_containers_and_shares_everything_else() -> None:
+    import threading
+
+    from evflow.runtime.message import new_message
+
+    lock = threading.Lock()  # a handle: cannot be copied, and must stay the one object
+    original = new_message({"items": [1, {"x": 2}], "handle": lock, "pair": (1, [2])}, "t", reply_to=lock)
+    copy = original.copy()
+    assert copy == original and copy.msg_id == original.msg_id
+    assert copy.payload["items"] is not original.payload["items"]
+    assert copy.payload["items"][1] is not original.payload["items"][1]
+    assert copy.payload["pair"][1] is not original.payload["pair"][1]
+    assert copy.payload["handle"] is lock and copy.meta["reply_to"] is lock
+    frozen = new_message(("text", 1, b"bytes"))
+    assert frozen.copy() is frozen  # nothing in it can change: no copy made
+
+
+def test_the_output_queue_is_bounded_in_bytes_as_well_as_lines(tmp_path: Path) -> None:
+    # A stalled stdout held up to 10,000 lines whatever their size: with 50 kB payloads, 500 MB.
+    import io
+    import threading
+
+    from evflow.runtime.output import LineWriter
+
+    release = threading.Event()
+
+    class Stalled(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(10)  # a reader that does not keep up
+            return super().write(text)
+
+    stream = Stalled()
+    writer = LineWriter(lambda: stream, name="test", max_bytes=200_000)
+    line = "x" * 50_000 + "\n"
+    for _ in range(100):
+        writer.write(line)
+    # At most one batch in the writer's hands and 200 kB waiting; the rest dropped, counted.
+    assert writer.dropped >= 100 - 2 * (200_000 // len(line)) - 1
+    release.set()
+    assert writer.flush(10)
+    lines = stream.getvalue().splitlines()
+    reported = [int(text.split()[1]) for text in lines if text.startswith("evflow: ")]
+    assert all(text.endswith("line(s) dropped: test was not taking them") for text in lines if text.startswith("e"))
+    assert sum(reported) == writer.dropped > 0  # every drop told, once the stream took lines again
+    assert sum(1 for text in lines if text.startswith("x")) == 100 - writer.dropped
+
+
+async def test_a_broker_that_is_not_there_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    # The connection's failure came out of the broker node's own nursery as an exception group, so
+    # the engine could not say which node did not start.
+    import sys
+
+    from evflow.runtime.mosquitto import free_port
+
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps([
+        {"id": "b", "type": "mqtt-broker", "broker": f"mqtt://127.0.0.1:{free_port()}", "connect_timeout": 2},
+        {"id": "in", "type": "mqtt in", "broker": "b", "topic": "x"},
+    ]))
+    done = await trio.run_process([sys.executable, "-m", "evflow.runtime.cli", "run", str(flow)],
+                                  capture_stdout=True, capture_stderr=True, check=False)
+    errors = [line for line in done.stderr.decode().splitlines() if "error" in line.lower()]
+    assert done.returncode == 1
+    assert errors == [f"evflow run: error: mqtt-broker 'b' did not start: cannot connect to "
+                      f"{json.loads(flow.read_text())[0]['broker']}: Connection refused"], errors
+    assert "Traceback" not in done.stderr.decode()

@@ -210,3 +210,14 @@ def test_liveness_lost_and_restored_against_an_explicit_clock() -> None:
     assert liveness.deadline is None and liveness.check(now=500.0) is None  # reported once
     assert liveness.beat(now=501.0) is LivenessEvent.RESTORED
     assert liveness.deadline == 504.0
+
+
+def test_a_beat_that_arrived_before_the_loss_restores_nothing() -> None:
+    # A slow flow takes beats from a backlog after "lost" was reported: they arrived before it.
+    liveness = Liveness(timeout=3.0)
+    liveness.start(now=100.0)
+    assert liveness.beat(now=101.0) is None
+    assert liveness.check(now=104.0) is LivenessEvent.LOST
+    assert liveness.beat(now=101.0) is None and liveness.deadline is None  # still lost
+    assert liveness.beat(now=104.5) is LivenessEvent.RESTORED
+    assert liveness.deadline == 107.5

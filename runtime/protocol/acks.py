@@ -1,112 +1,78 @@
-"""Acknowledgements of one client connection, both ways: sans-IO.
+"""Acknowledgements of the QoS 1 messages a client publishes: sans-IO.
 
-* :class:`AckLedger`: QoS 1 messages received. evflow acknowledges (PUBACK) a message once every
-  subscriber that keeps it back has let it go: a subscriber whose buffer is full holds the message
-  unacknowledged, so the broker's window of unacknowledged messages holds the broker back. One
-  ledger per connection: a message of an earlier connection is never acknowledged on a later one
-  (its packet id may name another message there).
-* :class:`PubackTable`: QoS 1 messages sent, by packet id, until the broker's PUBACK.
+paho reports a PUBACK through ``on_publish``, but it calls ``on_publish`` for every QoS 0 message it
+writes as well, with that message's packet id, and QoS 0 and QoS 1 messages draw their ids from one
+counter that wraps at 65535. So a call is only a *hint*: an entry completes when its own message says
+it was acknowledged (paho's ``MQTTMessageInfo.is_published``), checked once paho is done reading.
+
+Received QoS 1 messages need no ledger: evflow acknowledges each as soon as it is routed, that is
+once it is in a subscriber's bounded buffer or backlog. Holding acknowledgements back to slow the
+broker down would use the broker's window, which is per client: one stalled subscriber would stop
+every QoS 1 subscription of the connection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["AckLedger", "PubackTable"]
+__all__ = ["PubackTable"]
 
 W = TypeVar("W")
 
 
-class AckLedger:
-    """Holds on received QoS 1 messages, by packet id.
-
-    For each message: :meth:`received`, then one :meth:`hold` per subscriber that keeps it back,
-    then :meth:`routed`, which says whether to acknowledge it now; each hold later ends with
-    :meth:`release`, and the last one says to acknowledge it. After :meth:`close` nothing is
-    acknowledged any more.
-    """
-
-    __slots__ = ("_held", "_routing", "_holds", "closed")
-
-    def __init__(self) -> None:
-        self._held: dict[int, int] = {}  # packet id -> holds left
-        self._routing: int | None = None
-        self._holds = 0
-        self.closed = False
-
-    @property
-    def held(self) -> int:
-        """Messages held unacknowledged."""
-        return len(self._held)
-
-    def received(self, mid: int) -> None:
-        if self._routing is not None:
-            raise RuntimeError(f"message {self._routing} is still being routed")
-        if mid in self._held:
-            # A broker reuses a packet id only once its message is acknowledged.
-            raise ValueError(f"packet id {mid} arrived again while still held")
-        self._routing = mid
-        self._holds = 0
-
-    def hold(self) -> int:
-        """The message being routed is kept back by one more subscriber; returns its packet id."""
-        if self._routing is None:
-            raise RuntimeError("no message is being routed")
-        self._holds += 1
-        return self._routing
-
-    def routed(self) -> bool:
-        """Routing is over: True when the message is to be acknowledged now."""
-        mid, self._routing = self._routing, None
-        if mid is None:
-            raise RuntimeError("no message is being routed")
-        if self._holds == 0:
-            return not self.closed
-        self._held[mid] = self._holds
-        return False
-
-    def release(self, mid: int) -> bool:
-        """One hold on ``mid`` ends: True when it was the last (acknowledge it now)."""
-        holds = self._held.get(mid)
-        if holds is None:
-            return False  # not held on this connection (closed, or already released)
-        if holds > 1:
-            self._held[mid] = holds - 1
-            return False
-        del self._held[mid]
-        return not self.closed
-
-    def close(self) -> None:
-        """The connection is gone: nothing more is acknowledged."""
-        self.closed = True
-        self._held.clear()
-
-
 class PubackTable(Generic[W]):
-    """QoS 1 messages this client published, each with a waiter, until its PUBACK.
+    """QoS 1 messages published and not yet acknowledged, by packet id, each with an optional
+    waiter and a way to ask whether it was acknowledged.
 
     A message keeps its packet id when it is sent again after a reconnect, so its entry stays
     across connections; :meth:`take_all` empties the table when the client closes.
     """
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("_waiting", "_hints")
 
     def __init__(self) -> None:
-        self._waiting: dict[int, W] = {}
+        self._waiting: dict[int, tuple[W | None, Callable[[], bool]]] = {}
+        self._hints: list[int] = []
 
     def __len__(self) -> int:
+        """QoS 1 messages waiting for their PUBACK."""
         return len(self._waiting)
 
-    def expect(self, mid: int, waiter: W) -> None:
-        if mid in self._waiting:
+    def expect(self, mid: int, acknowledged: Callable[[], bool], waiter: W | None = None) -> W | None:
+        """A new QoS 1 message ``mid``. paho reuses a packet id as soon as its PUBACK is read, which
+        may be before :meth:`settle`: the earlier message's waiter is returned then, acknowledged."""
+        earlier = self._waiting.get(mid)
+        if earlier is not None and not earlier[1]():
             raise ValueError(f"packet id {mid} is already waiting for its PUBACK")
-        self._waiting[mid] = waiter
+        self._waiting[mid] = (waiter, acknowledged)
+        return earlier[0] if earlier is not None else None
 
-    def acknowledged(self, mid: int) -> W | None:
-        """The waiter of ``mid`` (None for a PUBACK nobody waits for: a duplicate, say)."""
-        return self._waiting.pop(mid, None)
+    def hint(self, mid: int) -> None:
+        """paho called ``on_publish`` with ``mid``: a PUBACK, or a QoS 0 message written."""
+        if mid in self._waiting:
+            self._hints.append(mid)
+
+    @property
+    def hinted(self) -> bool:
+        return bool(self._hints)
+
+    def settle(self) -> list[W]:
+        """The waiters of hinted entries whose message was acknowledged (those entries leave the
+        table); other hints are dropped."""
+        done: list[W] = []
+        hints, self._hints = self._hints, []
+        for mid in hints:
+            entry = self._waiting.get(mid)
+            if entry is not None and entry[1]():
+                del self._waiting[mid]
+                if entry[0] is not None:
+                    done.append(entry[0])
+        return done
 
     def take_all(self) -> list[W]:
-        waiting = list(self._waiting.values())
+        """Every waiter, the table emptied (the client closes)."""
+        waiting = [waiter for waiter, _ in self._waiting.values() if waiter is not None]
         self._waiting.clear()
+        self._hints.clear()
         return waiting

@@ -77,6 +77,8 @@ class Liveness:
 
     ``start(now)`` arms the timer, so silence from the start is noticed too. ``deadline`` tells the
     caller when to call ``check`` next (``None`` while lost: only a beat changes anything then).
+    ``now`` is when a beat *arrived*: a beat taken from a backlog after the loss, which arrived no
+    later than the last one seen, restores nothing.
     """
 
     timeout: float = attrs.field()
@@ -99,6 +101,8 @@ class Liveness:
         return self.last_seen + self.timeout
 
     def beat(self, now: float) -> LivenessEvent | None:
+        if self.last_seen is not None and now <= self.last_seen:
+            return None  # no news: a beat that arrived before one seen already
         self.last_seen = now
         if self.lost:
             self.lost = False

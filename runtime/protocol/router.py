@@ -13,7 +13,10 @@ The rules, each for a reason the MQTT 3.1.1 brokers around EVerest give:
   A route waits for *its own* SUBACK, never for one another route's request may replace.
 * **A filter that a granted wider one covers is unsubscribed again** once its SUBACK is in, and its
   routes are served by the wider one: amqtt and NATS deliver a message once per matching broker
-  subscription (mosquitto once per client), so lasting overlaps would duplicate every message.
+  subscription (mosquitto once per client), so lasting overlaps would duplicate every message. When
+  the wider one was granted a lower QoS, it is subscribed again at the narrower one's QoS first.
+  Filters that overlap without one covering the other (``a/+/c`` and ``a/b/+``) stay as they are:
+  MQTT 3.1.1 has no way to tell which subscription a copy came for.
 * **A filter's QoS is the highest its routes ask for**: a SUBSCRIBE at a higher QoS replaces the
   broker's subscription; when a route leaves, nothing is sent (a higher QoS than needed does no
   harm), and later SUBSCRIBEs of the filter ask for what the remaining routes need.
@@ -94,6 +97,7 @@ class SubackOutcome:
     refused: tuple[tuple[Route, str], ...] = ()  # (route, the filter the broker refused): closed
     refused_filters: tuple[str, ...] = ()
     unsubscribe: tuple[str, ...] = ()  # filters to UNSUBSCRIBE now
+    subscribe: tuple[SubscribeRequest, ...] = ()  # SUBSCRIBEs to send now (a QoS raised to prune)
 
 
 @attrs.define(eq=False)
@@ -192,8 +196,17 @@ class Router:
             else:
                 route.state = RouteState.ACTIVE
                 ready.append(route)
-        unsubscribe.extend(self._prune())
-        return SubackOutcome(tuple(ready), tuple(refused), tuple(refused_filters), tuple(unsubscribe))
+        pruned, upgrades = self._prune()
+        unsubscribe.extend(pruned)
+        return SubackOutcome(tuple(ready), tuple(refused), tuple(refused_filters), tuple(unsubscribe), upgrades)
+
+    def withdraw(self, request: SubscribeRequest) -> None:
+        """``request`` was never sent (the connection refused it at once): forget it. Its routes
+        are removed by the caller."""
+        if request in self._pending:
+            self._pending.remove(request)
+            for entry in request._entries:
+                entry.in_flight -= 1
 
     def connection_lost(self) -> list[Route]:
         """The connection is gone (and with it the broker's session): returns the routes whose
@@ -279,14 +292,15 @@ class Router:
         del self._filters[broker_filter]  # type: ignore[arg-type]
         return (broker_filter,)  # type: ignore[return-value]
 
-    def _prune(self) -> list[str]:
+    def _prune(self) -> tuple[list[str], tuple[SubscribeRequest, ...]]:
         """Unsubscribe every settled filter that a granted wider one covers at a QoS as high,
-        moving its routes to the wider one, until no such filter is left."""
+        moving its routes to the wider one, until no such filter is left; where the wider one's
+        QoS is too low, ask for it to be raised (once: a broker may grant less)."""
         pruned: list[str] = []
         while True:
             found = self._covered_filter()
             if found is None:
-                return pruned
+                break
             narrow, wide = found
             entry, cover = self._filters.pop(narrow), self._filters[wide]
             for route in entry.users:
@@ -295,12 +309,29 @@ class Router:
             # What the moved routes need (granted already): a later prune must not go below it.
             cover.requested_qos = max(cover.requested_qos, entry.requested_qos)
             pruned.append(narrow)
+        return pruned, tuple(self._upgrades())
+
+    def _settled(self) -> list[tuple[str, _BrokerFilter]]:
+        return [(f, e) for f, e in self._filters.items() if e.in_flight == 0 and e.granted_qos is not None]
 
     def _covered_filter(self) -> tuple[str, str] | None:
-        settled = [(f, e) for f, e in self._filters.items() if e.in_flight == 0 and e.granted_qos is not None]
+        settled = self._settled()
         for narrow, entry in settled:
             for wide, cover in settled:
                 enough = cover.granted_qos >= entry.requested_qos  # type: ignore[operator]
                 if wide != narrow and enough and filter_covers(wide, narrow):
                     return narrow, wide
         return None
+
+    def _upgrades(self) -> list[SubscribeRequest]:
+        requests: list[SubscribeRequest] = []
+        settled = self._settled()
+        for narrow, entry in settled:
+            for wide, cover in settled:
+                if wide != narrow and cover.requested_qos < entry.requested_qos and filter_covers(wide, narrow):
+                    cover.requested_qos = entry.requested_qos
+                    request = SubscribeRequest(((wide, cover.requested_qos),), [])
+                    self._send(request, [cover])
+                    requests.append(request)
+                    break
+        return requests

@@ -40,11 +40,6 @@ __all__ = ["MqttClient", "TransportStats"]
 
 log = logging.getLogger("evflow.mqtt")
 
-# A held QoS 1 message's acknowledgement: its packet id, and above its 16 bits the number of the
-# session it came on, as one int (no object per held message).
-_MID_BITS = 16
-_MID_MASK = (1 << _MID_BITS) - 1
-
 # How often the same trouble with the connection is logged at WARNING, at most.
 _WARN_EVERY = 60.0
 
@@ -137,21 +132,27 @@ class MqttClient:
         if request.restore:
             session.restored(outcome)  # type: ignore[union-attr]
         session.send_unsubscribe(outcome.unsubscribe)  # type: ignore[union-attr]
+        for upgrade in outcome.subscribe:  # a wider filter's QoS raised, so that a narrower one can go
+            try:
+                session.send_subscribe(upgrade)  # type: ignore[union-attr]
+            except NotConnected:
+                self._router.withdraw(upgrade)
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, _reason: Any, _properties: Any) -> None:
-        waiter = self._pubacks.acknowledged(mid)
+        # A PUBACK, or a QoS 0 message written with a packet id in use: settled after the read.
+        self._pubacks.hint(mid)
+
+    def _settle_pubacks(self) -> None:
+        """After paho read: complete the QoS 1 publishes acknowledged meanwhile."""
+        for waiter in self._pubacks.settle():
+            waiter.set(None)
         if not self._pubacks:
             self._paho.on_publish = None
-        if waiter is not None:
-            waiter.set(None)
+        self._room_changed()
 
     def _on_message(self, _client: Any, _userdata: Any, message: paho.MQTTMessage) -> None:
         self.stats.received += 1
-        session: Session = self._session  # type: ignore[assignment]
         qos = message.qos
-        if qos:
-            mid = message.mid
-            session.ledger.received(mid)
         payload = message.payload
         if len(payload) > self._max_payload:
             self.stats.oversized += 1
@@ -171,22 +172,14 @@ class MqttClient:
                         # message a subscriber buffers or holds.
                         topic = first.topic_filter
                     item = MqttMessage(topic, payload, qos, message.retain)  # type: ignore[arg-type]
-                    ack = mid | session.number << _MID_BITS if qos else None
-                    ledger = session.ledger
                     for route in routes:
-                        if route.owner._deliver(item, ack):
-                            ledger.hold()
+                        route.owner._deliver(item)
                 else:
                     self.stats.undeliverable += 1
-        if qos and session.ledger.routed():
-            self._paho.ack(mid, 1)
-
-    def _release_ack(self, ack: int) -> None:
-        """A subscriber let go of a QoS 1 message it held: acknowledge it when nobody holds it now."""
-        session = self._session
-        if session is not None and ack >> _MID_BITS == session.number and session.ledger.release(ack & _MID_MASK):
-            self._paho.ack(ack & _MID_MASK, 1)
-            session.kick_writer()
+        if qos:
+            # Routed: in a subscriber's buffer or backlog, or dropped and counted. Acknowledged from
+            # inside the callback, paho queues the PUBACK, and the writer sends a burst's at once.
+            self._paho.ack(message.mid, 1)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -247,8 +240,11 @@ class MqttClient:
                     self.stats.connect_failures += 1
                     delay = backoff.delay()
                     log.debug("reconnect to %s failed (%s); next attempt in %.1f s", self.config.address, error, delay)
-                    self._log_retry("still not connected to %s after %d attempt(s): %s; retrying, at most %g s apart",
-                                    self.config.address, attempts, error, self.config.reconnect_max)
+                    down_for = trio.current_time() - (down_since or 0.0)
+                    if down_for >= _WARN_EVERY:  # the loss was logged; a long outage is told again, a minute apart
+                        self._log_retry("still not connected to %s after %.0f s (%d attempts): %s; retrying, "
+                                        "at most %g s apart", self.config.address, down_for, attempts, error,
+                                        self.config.reconnect_max)
                 else:
                     down_since = trio.current_time()
                     delay = backoff.delay()
@@ -325,9 +321,14 @@ class MqttClient:
         if session is None or not session.connected:
             raise NotConnected(f"not connected to {self.config.address}")
         request = self._router.add(route)
-        waiter = self._route_waiters[route] = OneShot()
         try:
             session.send_subscribe(request)
+        except BaseException:
+            self._router.withdraw(request)  # never sent: nothing to wait for
+            self._remove_route(route)
+            raise
+        waiter = self._route_waiters[route] = OneShot()
+        try:
             await waiter.wait()
         except BaseException:
             self._route_waiters.pop(route, None)
@@ -348,15 +349,31 @@ class MqttClient:
         return session.wire.outgoing if session is not None and session.wire is not None else 0
 
     def _outgoing_changed(self, outgoing: int) -> None:
-        # Publishers waiting for room go on once half of the limit is free (not at every byte).
-        if self._room_wanted and outgoing <= self.config.max_outgoing_bytes // 2:
+        if self._room_wanted:
+            self._room_changed()
+
+    def _room_changed(self) -> None:
+        # Publishers waiting for room go on once half of each limit is free (not at every byte).
+        if (self._room_wanted and self.outgoing_bytes <= self.config.max_outgoing_bytes // 2
+                and len(self._pubacks) <= self.config.max_unacknowledged // 2):
             self._room_wanted = False
             room, self._room = self._room, trio.Event()
             room.set()
 
-    async def wait_outgoing_room(self) -> None:
-        """Until a publish would not raise :class:`OutgoingFull` (or the connection is gone)."""
-        if self.outgoing_bytes < self.config.max_outgoing_bytes:
+    def _full(self, qos: int) -> str | None:
+        """Why a publish at ``qos`` would raise :class:`OutgoingFull` now (None: it would not)."""
+        outgoing = self.outgoing_bytes
+        if outgoing >= self.config.max_outgoing_bytes:
+            return (f"{outgoing} bytes wait to be sent to {self.config.address} (max_outgoing_bytes "
+                    f"{self.config.max_outgoing_bytes}): the broker is not taking them")
+        if qos and len(self._pubacks) >= self.config.max_unacknowledged:
+            return (f"{len(self._pubacks)} QoS 1 messages wait for {self.config.address}'s acknowledgement "
+                    f"(max_unacknowledged {self.config.max_unacknowledged})")
+        return None
+
+    async def wait_outgoing_room(self, qos: int = 0) -> None:
+        """Until a publish at ``qos`` would not raise :class:`OutgoingFull` (or the connection is gone)."""
+        if self._full(qos) is None:
             await trio.lowlevel.checkpoint()
             return
         self._room_wanted = True
@@ -365,24 +382,27 @@ class MqttClient:
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
         """Hand a message to the connection (sent at once when the socket takes it); returns its
         packet id. Raises :class:`NotConnected`, or :class:`OutgoingFull` when the bytes waiting to
-        be sent have reached ``max_outgoing_bytes``."""
+        be sent have reached ``max_outgoing_bytes`` (or, at QoS 1, the messages waiting for their
+        PUBACK ``max_unacknowledged``)."""
+        return self._publish(topic, payload, qos, retain, None)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, retain: bool, waiter: OneShot[None] | None) -> int:
         session = self._session
         if session is None or not session.connected:
             raise NotConnected(f"not connected to {self.config.address}")
-        wire = session.wire
-        if wire is not None and wire.outgoing >= self.config.max_outgoing_bytes:
-            raise OutgoingFull(
-                f"{wire.outgoing} bytes wait to be sent to {self.config.address} "
-                f"(max_outgoing_bytes {self.config.max_outgoing_bytes}): the broker is not taking them"
-            )
+        full = self._full(qos)
+        if full is not None:
+            raise OutgoingFull(full)
         info = self._paho.publish(topic, payload, qos, retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                raise OutgoingFull(
-                    f"{self.config.max_unacknowledged} QoS 1 messages wait for the broker's acknowledgement"
-                )
             raise NotConnected(f"cannot publish to {topic!r}: {paho.error_string(info.rc)}")
         self.stats.published += 1
+        if qos:
+            if not self._pubacks:
+                self._paho.on_publish = self._on_publish
+            earlier = self._pubacks.expect(info.mid, info.is_published, waiter)
+            if earlier is not None:  # the id's previous message, acknowledged and not settled yet
+                earlier.set(None)
         return info.mid
 
     def publish_tracked(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> OneShot[None]:
@@ -390,36 +410,23 @@ class MqttClient:
         PUBACK for QoS 1 (or fails with :class:`NotConnected` when the client closes first). Lets a
         sender keep a window of acknowledgements open instead of waiting for each. Raises as
         :meth:`publish_nowait`."""
-        mid = self.publish_nowait(topic, payload, qos, retain)
         if qos == 0:
+            self._publish(topic, payload, 0, retain, None)
             return _DONE
         done: OneShot[None] = OneShot()
-        self._expect_puback(mid, done)
+        self._publish(topic, payload, qos, retain, done)
         return done
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
-        """Publish, waiting while the outgoing bytes are at their limit; with QoS 1, return only
-        once the broker acknowledged it (PUBACK)."""
+        """Publish, waiting while the connection is full (:class:`OutgoingFull`); with QoS 1, return
+        only once the broker acknowledged it (PUBACK)."""
         while True:
             try:
-                mid = self.publish_nowait(topic, payload, qos, retain)
+                done = self.publish_tracked(topic, payload, qos, retain)
                 break
             except OutgoingFull:
-                await self.wait_outgoing_room()
+                await self.wait_outgoing_room(qos)
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return
-        await self.wait_published(mid)
-
-    async def wait_published(self, mid: int) -> None:
-        """Wait for the PUBACK of the QoS 1 message ``mid`` that :meth:`publish_nowait` just handed
-        over (before this task yielded: an acknowledgement that came earlier is not seen)."""
-        waiter: OneShot[None] = OneShot()
-        self._expect_puback(mid, waiter)
-        await waiter.wait()
-
-    def _expect_puback(self, mid: int, waiter: OneShot[None]) -> None:
-        if not self._pubacks:
-            self._paho.on_publish = self._on_publish
-        self._pubacks.expect(mid, waiter)
-
+        await done.wait()

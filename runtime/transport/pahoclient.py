@@ -42,10 +42,11 @@ def make_paho(config: BrokerConfig, callbacks: Any) -> tuple[paho.Client, LastEr
     )
     client.connect_timeout = config.connect_timeout
     # Every QoS 1 message goes to the wire at once (no paho-side queue outside the byte count);
-    # at most max_unacknowledged of them wait for their PUBACK.
+    # evflow counts those waiting for their PUBACK itself (max_unacknowledged).
     client.max_inflight_messages_set(0)
-    client.max_queued_messages_set(config.max_unacknowledged)
-    # A QoS 1 message is acknowledged when evflow has it buffered, not on arrival (AckLedger).
+    client.max_queued_messages_set(0)
+    # evflow acknowledges a QoS 1 message once it is routed, from inside on_message: paho then
+    # queues the PUBACK, and the writer sends those of a whole read burst at once.
     client.manual_ack_set(True)
     if config.username is not None:
         client.username_pw_set(config.username, config.password)

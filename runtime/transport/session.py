@@ -1,6 +1,6 @@
 """One connection to the broker, from opening its socket to its end. A new :class:`Session` is made
-for every connect, so nothing of an earlier connection (packet ids, held acknowledgements, waiters,
-a half-written buffer) can leak into the next one: it is reset by construction.
+for every connect, so nothing of an earlier connection (SUBSCRIBE packet ids, waiters, a half-read
+or half-written buffer) can leak into the next one: it is reset by construction.
 
 paho owns the protocol and trio the waits: the read task waits until the socket is readable and
 calls ``loop_read``, the write task flushes the :class:`Wire` (and whatever paho queued from inside
@@ -21,7 +21,6 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from ..errors import ConnectError, MqttError, NotConnected, SubscribeError
 from ..oneshot import OneShot
-from ..protocol.acks import AckLedger
 from ..protocol.router import SubackOutcome, SubscribeRequest
 from .wire import Wire
 
@@ -44,7 +43,6 @@ class Session:
         self.number = number
         self.paho: paho.Client = client._paho
         self.config = client.config
-        self.ledger = AckLedger()
         self.connected = False  # CONNACK received, and not lost since
         self.up = False  # handshake and restore done: reported started
         self.wire: Wire | None = None
@@ -117,7 +115,6 @@ class Session:
         self._handshake.fail(ConnectError(f"{self.config.address} closed the connection: {reason}"))
         if self.end_reason is None:
             self.end_reason = reason
-            self.ledger.close()
             for request in self._requests.values():
                 if request.restore and self._restored is not None:
                     self._restored.fail(NotConnected(f"connection lost while restoring subscriptions: {reason}"))
@@ -219,6 +216,7 @@ class Session:
 
     async def _read_loop(self, sock: Any, wire: Wire) -> None:
         paho_client = self.paho
+        client = self.client
         quickack = _TCP_QUICKACK is not None and sock.family in (socket.AF_INET, socket.AF_INET6)
         try:
             while True:
@@ -234,6 +232,8 @@ class Session:
                         return  # paho called on_disconnect
                     if not wire.read_pending:
                         break  # the kernel's next bytes wake this loop through epoll
+                if client._pubacks.hinted:
+                    client._settle_pubacks()
                 if quickack:
                     # mosquitto keeps Nagle on: a delayed ACK would hold its next packet back 40 ms.
                     sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)

@@ -1,12 +1,11 @@
 """Local subscribers of a connection: buffered (:class:`Subscription`) or called back in the read loop
 (:class:`CallbackSubscription`). Neither ever makes the connection's reader wait.
 
-A subscription's consumer that falls behind fills its buffer (``max_buffer``, acknowledged), then,
-with :attr:`Overflow.BLOCK`, a backlog bounded by the connection's ``max_held`` messages and
-``max_held_bytes`` payload bytes. A QoS 1 message in the backlog stays unacknowledged until it moves
-into the buffer, so the broker's window of unacknowledged messages holds the broker back. What does
-not fit is dropped, counted and logged (a dropped QoS 1 message is acknowledged: the broker would
-never send it again on this connection and would keep it in its window for good).
+A subscription's consumer that falls behind fills its buffer (``max_buffer``), then, with
+:attr:`Overflow.BLOCK`, a backlog bounded by the connection's ``max_held`` messages and
+``max_held_bytes`` payload bytes; what does not fit is dropped, counted and logged. A QoS 1 message
+is acknowledged once it is routed, in a buffer or a backlog: the backlog is evflow's responsibility,
+so that one stalled subscriber cannot hold back the others through the broker's window.
 """
 
 from __future__ import annotations
@@ -43,8 +42,8 @@ class Overflow(enum.StrEnum):
     """What a subscription does with a message when its consumer has fallen behind and its buffer
     is full. The connection's reader never waits for a consumer."""
 
-    # Keep it in the backlog (QoS 1: unacknowledged, holding the broker back) while the backlog is
-    # within the connection's max_held messages and max_held_bytes; beyond, drop it (counted).
+    # Keep it in the backlog while the backlog is within the connection's max_held messages and
+    # max_held_bytes; beyond, drop it (counted).
     BLOCK = "block"
     DROP_NEWEST = "drop-newest"  # drop the message that does not fit (counted, logged)
     DROP_OLDEST = "drop-oldest"  # drop the oldest buffered message to make room (counted, logged)
@@ -66,9 +65,8 @@ class _Subscriber:
     def qos(self) -> int:
         return self.route.qos
 
-    def _deliver(self, message: MqttMessage, ack: int | None) -> bool:
-        """A message from the read loop; True when this subscriber holds back its acknowledgement
-        (``ack``, None for QoS 0). Never blocks, never raises."""
+    def _deliver(self, message: MqttMessage) -> None:
+        """A message from the read loop. Never blocks, never raises."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -91,8 +89,9 @@ class Subscription(_Subscriber):
     is waiting (buffered or held). It returns True when it took the message; on False, or an
     exception (logged, counted in ``stats.callback_errors``), the message is buffered as usual. It
     must not block. A consumer that sets it keeps order by declining while it still works on a
-    message it received (the read loop never runs between ``receive`` returning and the consumer's
-    next step, unless the consumer yields).
+    message it received: ``receive`` takes a message off the buffer only after its last scheduling
+    point, so the read loop never runs between that and the consumer's next step, unless the
+    consumer yields.
     """
 
     def __init__(
@@ -120,9 +119,7 @@ class Subscription(_Subscriber):
         self.last_arrival: float | None = None
         self._stamp = stamp_arrivals
         self._buffer: collections.deque[MqttMessage] = collections.deque()
-        # The backlog beyond the buffer, and beside it the acknowledgement each holds back.
-        self._held: collections.deque[MqttMessage] = collections.deque()
-        self._held_acks: collections.deque[int | None] = collections.deque()
+        self._held: collections.deque[MqttMessage] = collections.deque()  # the backlog beyond the buffer
         self._held_bytes = 0
         self._arrived = trio.lowlevel.ParkingLot()
         self._closed = False
@@ -144,33 +141,31 @@ class Subscription(_Subscriber):
     def held_bytes(self) -> int:
         return self._held_bytes
 
-    def _deliver(self, message: MqttMessage, ack: int | None) -> bool:
+    def _deliver(self, message: MqttMessage) -> None:
         if self._closed:
-            return False
+            return
         self.arrivals += 1
         if self._stamp:
             self.last_arrival = trio.current_time()
         buffer = self._buffer
         if not self._held:
             if not buffer and self.take is not None and self._offer(message):
-                return False
+                return
             if len(buffer) < self.max_buffer:
                 buffer.append(message)
                 if len(buffer) == 1 and self._arrived:
                     self._arrived.unpark()
-                return False
+                return
         if self.overflow is Overflow.BLOCK:
             size = len(message.payload)
             if len(self._held) < self._max_held and self._held_bytes + size <= self._max_held_bytes:
                 self._held.append(message)
-                self._held_acks.append(ack)
                 self._held_bytes += size
-                return ack is not None
+                return
         elif self.overflow is Overflow.DROP_OLDEST:
             buffer.popleft()
             buffer.append(message)
         self._count_drop()
-        return False
 
     def _offer(self, message: MqttMessage) -> bool:
         try:
@@ -197,21 +192,20 @@ class Subscription(_Subscriber):
                 raise trio.ClosedResourceError("this subscription was closed")
             raise trio.WouldBlock
         message = buffer.popleft()
-        if self._held:  # the oldest held message moves into the buffer: acknowledged now
+        if self._held:  # the oldest held message moves into the buffer
             buffer.append(self._held.popleft())
             self._held_bytes -= len(buffer[-1].payload)
-            ack = self._held_acks.popleft()
-            if ack is not None:
-                self._client._release_ack(ack)
         return message
 
     async def receive(self) -> MqttMessage:
+        """The next message, waiting for one. Every scheduling point comes before the message is
+        taken off the buffer (see ``take``)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._buffer:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         while not self._buffer and not self._closed:
             await self._arrived.park()
-        message = self.receive_nowait()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return message
+        return self.receive_nowait()
 
     def __aiter__(self) -> Subscription:
         return self
@@ -223,17 +217,12 @@ class Subscription(_Subscriber):
             raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
-        """Stop receiving: what is buffered is dropped, what is held acknowledged (else the broker
-        would keep it in its window for good)."""
+        """Stop receiving: what is buffered or held is dropped (see :attr:`pending` before)."""
         if not self._closed:
             self._closed = True
             self._buffer.clear()
             self._held.clear()
             self._held_bytes = 0
-            while self._held_acks:
-                ack = self._held_acks.popleft()
-                if ack is not None:
-                    self._client._release_ack(ack)
             self._arrived.unpark_all()
         await super().aclose()
 
@@ -253,11 +242,10 @@ class CallbackSubscription(_Subscriber):
     def __repr__(self) -> str:
         return f"<CallbackSubscription {self.topic_filter!r} qos={self.qos} callback={self.callback!r}>"
 
-    def _deliver(self, message: MqttMessage, ack: int | None) -> bool:
+    def _deliver(self, message: MqttMessage) -> None:
         try:
             self.callback(message)
         except Exception:
             self._client.stats.callback_errors += 1
             log.exception("the callback of the subscription to %r failed on a message on %r",
                           self.topic_filter, message.topic)
-        return False
