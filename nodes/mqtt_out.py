@@ -110,7 +110,7 @@ class MqttOut(Node[MqttOutConfig]):
                     self.dropped += 1
                     self._log_drop("dropped a message: %s (%d dropped so far)", full, self.dropped)
                     return
-                await self.mqtt.wait_outgoing_room()
+                await self.mqtt.wait_outgoing_room(config.qos)
         self.published += 1
         if config.qos:
             pending = self._unacknowledged

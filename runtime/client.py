@@ -257,7 +257,7 @@ class ApiClient:
     async def _publish_when_room(self, op: Operation[Any, Any], body: bytes, deadline: float, timeout: float) -> int:
         with trio.move_on_at(deadline):
             while True:
-                await self.mqtt.wait_outgoing_room()
+                await self.mqtt.wait_outgoing_room(self.request_qos)
                 try:
                     return self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
                 except OutgoingFull:

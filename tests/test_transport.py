@@ -572,3 +572,60 @@ async def test_receive_takes_a_message_only_after_its_last_scheduling_point(mqtt
             await trio.lowlevel.checkpoint()
         nursery.cancel_scope.cancel()
     assert got == list(range(30)) and early == []
+
+
+async def test_publish_waits_for_acknowledgements_at_max_unacknowledged(broker: MosquittoBroker) -> None:
+    # paho refused the next QoS 1 publish at the limit, and the wait for room looked at bytes only:
+    # publish retried in a busy loop for as long as the broker did not acknowledge (review).
+    from evflow.runtime.errors import OutgoingFull
+
+    client = MqttClient(BrokerConfig.from_url(broker.url, max_unacknowledged=50, keepalive=0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        broker.pause()  # PUBACKs stop; the kernel still takes the bytes
+        try:
+            acknowledged = [client.publish_tracked("t", b"x", qos=1) for _ in range(50)]
+            with pytest.raises(OutgoingFull, match="max_unacknowledged 50"):
+                client.publish_nowait("t", b"one more", qos=1)
+            client.publish_nowait("t", b"QoS 0 still goes", qos=0)  # the limit is for QoS 1
+            finished = trio.Event()
+
+            async def one_more() -> None:
+                await client.publish("t", b"one more", qos=1)
+                finished.set()
+
+            nursery.start_soon(one_more)
+            with trio.fail_after(5):  # a publisher that spun would never let every task block
+                await trio.testing.wait_all_tasks_blocked()
+            assert not finished.is_set()
+        finally:
+            broker.resume()
+        with trio.fail_after(10):
+            await finished.wait()
+            for done in acknowledged:
+                await done.wait()
+        await client.aclose()
+
+
+async def test_a_broker_that_delivers_per_subscription_sends_each_message_once(nats_mqtt_url: str) -> None:
+    # NATS sends a message once per matching subscription. A wide filter granted QoS 0 could not
+    # take over a narrow one at QoS 1, so both stayed, and every message came twice (review).
+    client = MqttClient(BrokerConfig.from_url(nats_mqtt_url))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.run)
+        wide = await client.subscribe("cover/+", qos=0)
+        narrow = await client.subscribe("cover/a", qos=1)
+        # The wide filter is raised to QoS 1 and the narrow one let go, a round trip each after the
+        # narrow SUBACK: two more subscribes are barriers (a broker handles a client's packets in order).
+        for barrier in ("barrier/1", "barrier/2"):
+            await client.subscribe(barrier)
+        await client.publish("cover/a", b"once", qos=1)
+        await client.publish("cover/end", b"end", qos=1)
+        with trio.fail_after(5):
+            assert [(await wide.receive()).payload for _ in range(2)] == [b"once", b"end"]
+            assert (await narrow.receive()).payload == b"once"
+        await client.publish("cover/end", b"end again", qos=1)
+        with trio.fail_after(5):
+            assert (await wide.receive()).payload == b"end again"
+        assert wide.pending == narrow.pending == 0  # no second copy of anything
+        await client.aclose()

@@ -3,6 +3,8 @@
 It joins the pieces: the :class:`~evflow.runtime.protocol.router.Router` (which local subscriber
 gets what, which filters the broker holds), a :class:`~.session.Session` per connection, the
 :class:`~evflow.runtime.protocol.acks.PubackTable` of QoS 1 messages sent, and the reconnect loop.
+(Longer than most modules: it is the one object whose state those pieces share; the logic of each
+lives in its own module, and what is left here is how they meet.)
 
 Use it as a trio service::
 
