@@ -55,6 +55,8 @@ broker log line); sleeps only pace the load and time the outages.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import signal
 import subprocess
@@ -67,7 +69,7 @@ from typing import Any
 import attrs
 import trio
 from evflow.runtime.mosquitto import MosquittoBroker
-from soak_checks import Observed, evaluate, print_report
+from soak_checks import Observed, evaluate, print_report, write_docs_section
 from soak_flow import (
     ACK_TIMEOUT,
     BARRIER_TIMEOUT,
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0,
                         help="minutes of load (at least 1: the two 20 s outages must fit; default 10)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the results here")
+    parser.add_argument("--docs", action="store_true",
+                        help="write the report into docs/benchmarks.md (its section \"Soak test\")")
     args = parser.parse_args(argv)
     if not args.minutes >= 1:
         parser.error("--minutes must be at least 1")
@@ -346,7 +350,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"work dir: {work_dir}", file=sys.stderr)
         return 1
     checks, facts = evaluate(observed, driver)
-    print_report(observed, driver, checks)
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        print_report(observed, driver, checks)
+    print(report.getvalue(), end="")
+    if args.docs:
+        write_docs_section(report.getvalue(), args.minutes)
     if args.json:
         result = {"passed": all(check.ok for check in checks),
                   "checks": [attrs.asdict(check) for check in checks],

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import time
 from typing import Any
 
 import attrs
 from soak_flow import (
+    BENCH_DIR,
     MAX_HELD,
     MAX_HELD_BYTES,
     Q0_RATE,
@@ -286,3 +289,47 @@ def print_report(observed: Observed, driver: LoadDriver, checks: list[Check]) ->
     print("RESULT: " + ("PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"))
 
 
+DOCS_PAGE = BENCH_DIR.parent / "docs" / "benchmarks.md"
+SOAK_HEADING = "## Soak test"
+
+
+def write_docs_section(report: str, minutes: float) -> None:
+    """Put the report into docs/benchmarks.md, replacing the section an earlier soak wrote there
+    (bench/docs.py keeps the section when it rewrites the page)."""
+    commit = subprocess.run(["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    dirty = subprocess.run(["git", "-C", str(BENCH_DIR), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    lines = [line for line in report.splitlines() if not line.startswith(("work dir:", "evflow stderr:"))]
+    section = f"""{SOAK_HEADING}
+
+`bench/soak.py` (not part of the test suite): {minutes:g} minutes of mixed load against a private
+mosquitto (its defaults) and the EVerest simulator: QoS 0 and QoS 1 forwarding, requests, heartbeats,
+a consumer that hangs for good, and the broker frozen (SIGSTOP) twice for 20 s. evflow runs in a
+child process, as `evflow run` does; its memory is sampled every second; at the end its own
+counters are compared with what the load driver counted. `{BENCH_DIR.name}/soak.py --help` says more.
+
+{time.strftime('%Y-%m-%d')}, evflow from commit {commit}{' with uncommitted changes' if dirty else ''}:
+
+```
+{chr(10).join(lines).strip()}
+```
+
+How to read it: a loss is counted either by evflow (what it received and did not pass on: its drop
+counters, and the hung consumer's bounded backlog) or by mosquitto (what never reached evflow, or
+never came back from it: `$SYS/broker/publish/messages/dropped`, broker-wide); the checks say which.
+With its defaults mosquitto queues at most 1000 messages per client, so when a frozen broker resumes
+with the QoS 1 messages it took meanwhile, that queue overflows and it drops some (a bare paho
+subscriber loses them the same way); a broker that must not drop them needs a larger
+`max_queued_messages`. A request sent during an outage either failed with its timeout (routed to the
+request node's error port, counted) or never reached evflow (counted by mosquitto).
+"""
+    page = DOCS_PAGE.read_text() if DOCS_PAGE.exists() else "# Benchmarks\n"
+    if SOAK_HEADING in page:
+        start = page.index(SOAK_HEADING)
+        following = page.find("\n## ", start + len(SOAK_HEADING))
+        page = page[:start] + section + (page[following + 1:] if following >= 0 else "")
+    else:
+        page = page.rstrip() + "\n\n" + section
+    DOCS_PAGE.write_text(page)
+    print(f"wrote the report into {DOCS_PAGE}")
