@@ -6,8 +6,7 @@ import attrs
 import trio
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
-from evflow.runtime.errors import MqttError
-from evflow.runtime.nodeapi import ConfigNode, field_check, number_range, ref
+from evflow.runtime.nodeapi import ConfigNode, field_check, number_range, ref, run_service
 from evflow.runtime.protocol.topics import validate_external_prefix, validate_topic_level
 
 from .mqtt_broker import MqttBroker
@@ -40,16 +39,7 @@ class EverestApi(ConfigNode[EverestApiConfig]):
             broker.mqtt, c.module_id, external_prefix=c.external_prefix,
             request_timeout=c.request_timeout, max_in_flight=c.max_in_flight,
         )
-        failed: MqttError | None = None
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(self.client.run)  # its reply subscription granted
-            except MqttError as exc:
-                failed = exc  # raised below, outside the nursery: not wrapped in an exception group
-            else:
-                task_status.started()
-        if failed is not None:
-            raise failed
+        await run_service(self.client.run, task_status=task_status)  # its reply subscription granted
 
     def stats(self) -> dict[str, int]:
         return {f"requests_{k}": v for k, v in attrs.asdict(self.client.stats).items()} if hasattr(self, "client") else {}

@@ -7,7 +7,7 @@ import trio
 
 from evflow.runtime.broker import BrokerConfig, BrokerUrlError, make_tls_context, parse_broker_url
 from evflow.runtime.errors import ConnectError
-from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, field_check, number_range, secret
+from evflow.runtime.nodeapi import ConfigNode, ConfigWarning, field_check, number_range, run_service, secret
 from evflow.runtime.transport import MqttClient
 
 
@@ -79,16 +79,7 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
         except (OSError, ValueError) as exc:  # unreadable TLS files, a wrong key password
             raise ConnectError(f"TLS set-up failed: {exc}") from None
         self.mqtt = MqttClient(config)
-        failed: ConnectError | None = None
-        async with trio.open_nursery() as nursery:
-            try:
-                await nursery.start(self.mqtt.run)
-            except ConnectError as exc:
-                failed = exc  # raised below, outside the nursery: not wrapped in an exception group
-            else:
-                task_status.started()
-        if failed is not None:
-            raise failed
+        await run_service(self.mqtt.run, task_status=task_status)  # connected, or ConnectError
 
     async def close(self) -> None:
         await self.mqtt.aclose()

@@ -36,12 +36,13 @@ Register a plugin's node types through the entry-point group ``evflow.nodes``
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
 import trio
 
+from .errors import EvflowError
 from .message import Message, NodeError, new_message
 from .models.validators import FieldValueError, field_check, number_range, one_of
 
@@ -60,6 +61,7 @@ __all__ = [
     "ErrorScope",
     "new_message",
     "ref",
+    "run_service",
     "secret",
 ]
 
@@ -234,6 +236,25 @@ class ConfigNode(Generic[ConfigT]):
     def stats(self) -> Mapping[str, int]:
         """Counters worth reporting (logged when the flow stops)."""
         return {}
+
+
+async def run_service(
+    service: Callable[..., Awaitable[Any]], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """For a :meth:`ConfigNode.serve`: start ``service`` (a trio service that calls
+    ``task_status.started()`` once usable, as ``MqttClient.run`` does), report started once it has,
+    and keep it running until cancelled. An :class:`EvflowError` it raises before it started comes
+    out as it is, not inside an exception group, so that the engine can say which node did not start."""
+    failed: EvflowError | None = None
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(service)
+        except EvflowError as exc:
+            failed = exc  # raised below, outside the nursery
+        else:
+            task_status.started()
+    if failed is not None:
+        raise failed
 
 
 NodeClass = type[Node[Any]] | type[ConfigNode[Any]]

@@ -28,9 +28,26 @@ from .engine import FlowEngine
 from .host import Tap
 from .flows import load_plan
 from .message import Message, new_message
+from .nodeapi import Node
 from .registry import Registry
 
-__all__ = ["EverestUnderTest", "FlowUnderTest", "everest_simulator", "run_flow"]
+__all__ = ["EverestUnderTest", "FlowUnderTest", "Sink", "everest_simulator", "run_flow"]
+
+
+@attrs.frozen
+class SinkConfig:
+    pass
+
+
+class Sink(Node[SinkConfig]):
+    """For tests: passes on what it receives (leave its port unwired), so that ``expect`` on it
+    returns what reached it. :func:`run_flow` knows this type as ``test-sink``."""
+
+    type = "test-sink"
+    Config = SinkConfig
+
+    async def receive(self, msg: Message) -> None:
+        await self.send(msg)
 
 
 @attrs.define
@@ -105,15 +122,14 @@ async def run_flow(
 
     ``flow`` is a flow file, a list of them, or the flow itself as a list of node objects (written
     to ``flow.json`` in ``workdir``, or a temporary directory, and loaded like any file).
-    ``node_types`` adds node classes of the test's own to the installed ones; ``env`` is added to
-    ``os.environ`` for ``${VAR}``.
+    ``node_types`` adds node classes of the test's own to the installed ones, and :class:`Sink`
+    (``test-sink``) is always there; ``env`` is added to ``os.environ`` for ``${VAR}``.
     """
     with tempfile.TemporaryDirectory(prefix="evflow-flow-") as scratch:
         files = _flow_files(flow, Path(workdir) if workdir is not None else Path(scratch))
         if registry is None:
             registry = Registry.from_entry_points()
-        if node_types:
-            registry = registry.with_types(*node_types)
+        registry = registry.with_types(Sink, *node_types)
         plan = load_plan(files, registry=registry, env={**os.environ, **(env or {})})
         engine = FlowEngine(plan, **engine_options)
         under_test = FlowUnderTest(engine)

@@ -25,16 +25,6 @@ class NoConfig:
     pass
 
 
-class Sink(Node[NoConfig]):
-    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
-
-    type = "sink"
-    Config = NoConfig
-
-    async def receive(self, msg: Message) -> None:
-        await self.send(msg)
-
-
 class Split(Node[NoConfig]):
     """Even payloads to port 0, odd to port 1."""
 
@@ -177,7 +167,7 @@ class NowaitBurst(Node[BurstConfig]):
                 await self.send(Message(index))
 
 
-TYPES = (Sink, Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort, NowaitBurst)
+TYPES = (Split, Fail, FailWithPort, Gate, SlowStart, Burst, InlinePass, InlineFailWithPort, NowaitBurst)
 
 
 @pytest.fixture(autouse=True)
@@ -201,8 +191,8 @@ async def test_multiple_output_ports(tmp_path: Path, autojump_clock: trio.testin
         node("in", "inject", [["split"]], payload=3, once=True),
         node("in2", "inject", [["split"]], payload=4, once=True),
         node("split", "split", [["even"], ["odd"]]),
-        node("even", "sink"),
-        node("odd", "sink"),
+        node("even", "test-sink"),
+        node("odd", "test-sink"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         assert (await kit.expect("odd")).payload == 3
@@ -213,8 +203,8 @@ async def test_error_goes_to_the_error_port_and_the_flow_goes_on(tmp_path: Path)
     flow = [
         node("bad", "inject", [["f"]], payload="bad", once=True),
         node("f", "fail-port", [["ok"], ["failed"]]),
-        node("ok", "sink"),
-        node("failed", "sink"),
+        node("ok", "test-sink"),
+        node("failed", "test-sink"),
         node("good", "inject", [["f"]], payload="good", once=True),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
@@ -227,8 +217,8 @@ async def test_error_goes_to_the_error_port_and_the_flow_goes_on(tmp_path: Path)
 
 async def test_uncaught_error_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     flow = [node("bad", "inject", [["f"]], payload="bad", once=True), node("f", "fail", [["ok"]]),
-            node("good", "inject", [["gate-free"]], payload=1, once=True), node("gate-free", "sink"),
-            node("ok", "sink")]
+            node("good", "inject", [["gate-free"]], payload=1, once=True), node("gate-free", "test-sink"),
+            node("ok", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await kit.expect("gate-free")
     assert kit.engine.errors_logged == 1
@@ -241,7 +231,7 @@ async def test_error_loop_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixtur
         node("bad", "inject", [["f"]], payload="bad", once=True),
         node("f", "fail"),
         node("c", "catch", [["f", "seen"]]),
-        node("seen", "sink"),
+        node("seen", "test-sink"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         counts = [(await kit.expect("seen")).error.count for _ in range(10)]  # type: ignore[union-attr]
@@ -250,7 +240,7 @@ async def test_error_loop_is_cut(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 
 
 async def test_bounded_channel_holds_the_sender_back(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    flow = [burst(["gate"], 50), node("gate", "gate", [["out"]]), node("out", "sink")]
+    flow = [burst(["gate"], 50), node("gate", "gate", [["out"]]), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=2) as kit:
         await trio.testing.wait_all_tasks_blocked()
         stats = kit.engine.inbox_stats("gate")
@@ -262,7 +252,7 @@ async def test_bounded_channel_holds_the_sender_back(tmp_path: Path, autojump_cl
 
 
 async def test_stop_drains_messages_in_flight(tmp_path: Path) -> None:
-    flow = [burst(["gate"], 5), node("gate", "gate", [["out"]]), node("out", "sink")]
+    flow = [burst(["gate"], 5), node("gate", "gate", [["out"]]), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=10) as kit:
         await trio.testing.wait_all_tasks_blocked()
         kit.engine.request_stop()
@@ -273,7 +263,7 @@ async def test_stop_drains_messages_in_flight(tmp_path: Path) -> None:
 
 
 async def test_drain_has_a_deadline(tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture) -> None:
-    flow = [burst(["gate"], 3), node("gate", "gate", [["out"]]), node("out", "sink")]
+    flow = [burst(["gate"], 3), node("gate", "gate", [["out"]]), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path, drain_timeout=2.0) as kit:
         await trio.testing.wait_all_tasks_blocked()
         started = trio.current_time()
@@ -285,7 +275,7 @@ async def test_drain_has_a_deadline(tmp_path: Path, autojump_clock: trio.testing
 
 async def test_sources_start_only_when_every_node_is_ready(tmp_path: Path) -> None:
     flow = [node("in", "inject", [["slow"]], payload=1, once=True), node("slow", "slow-start", [["out"]]),
-            node("out", "sink")]
+            node("out", "test-sink")]
     engine_ready = trio.Event()
 
     async def open_later() -> None:
@@ -348,7 +338,7 @@ async def test_drop_policies_count_what_they_drop(tmp_path: Path) -> None:
     flow = [burst(["newest", "oldest"], 10),
             node("newest", "gate", [["out-n"]], queue_size=2, overflow="drop-newest"),
             node("oldest", "gate", [["out-o"]], queue_size=2, overflow="drop-oldest"),
-            node("out-n", "sink"), node("out-o", "sink")]
+            node("out-n", "test-sink"), node("out-o", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         GATES["gate"].set()
@@ -362,7 +352,7 @@ async def test_drop_policies_count_what_they_drop(tmp_path: Path) -> None:
 # ---- inline nodes --------------------------------------------------------------------------------
 
 async def test_an_idle_inline_node_runs_in_the_senders_task(tmp_path: Path) -> None:
-    flow = [burst(["pass"], 20), node("pass", "inline-pass", [["out"]]), node("out", "sink")]
+    flow = [burst(["pass"], 20), node("pass", "inline-pass", [["out"]]), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         payloads = [(await kit.expect("out")).payload for _ in range(20)]
         queued = kit.engine.inbox_stats("pass").queued
@@ -379,7 +369,7 @@ async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
     # second source finds it busy and queues; nothing overlaps, nothing is reordered or lost.
     flow = [node("a", "burst", [["pass"]], count=30), node("b", "burst", [["pass"]], count=30, start=100),
             node("pass", "inline-pass", [["gate"]]), node("gate", "gate", [["out"]], queue_size=1),
-            node("out", "sink")]
+            node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path, queue_size=4) as kit:
         await trio.testing.wait_all_tasks_blocked()
         assert kit.engine.inbox_stats("pass").queued > 0  # held back: some wait in its queue
@@ -396,7 +386,7 @@ async def test_a_busy_inline_node_queues_in_order_one_message_at_a_time(
 async def test_an_inline_nodes_failure_is_routed_as_its_own(tmp_path: Path) -> None:
     flow = [node("bad", "inject", [["f"]], payload="bad", once=True),
             node("f", "inline-fail-port", [["ok"], ["failed"]]),
-            node("ok", "sink"), node("failed", "sink"),
+            node("ok", "test-sink"), node("failed", "test-sink"),
             node("good", "inject", [["f"]], payload="good", once=True)]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         failed = await kit.expect("failed")
@@ -408,7 +398,7 @@ async def test_an_inline_nodes_failure_is_routed_as_its_own(tmp_path: Path) -> N
 async def test_an_inline_node_with_a_drop_policy_keeps_its_queue(tmp_path: Path) -> None:
     # Run inline, it would hold the source back; with a drop policy it drops instead, as queued nodes do.
     flow = [burst(["pass"], 10), node("pass", "inline-pass", [["gate"]], queue_size=2, overflow="drop-newest"),
-            node("gate", "gate", [["out"]], queue_size=1), node("out", "sink")]
+            node("gate", "gate", [["out"]], queue_size=1), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         GATES["gate"].set()
@@ -427,7 +417,7 @@ async def test_send_nowait_delivers_to_every_wired_node_or_to_none(tmp_path: Pat
     # only, so it goes to neither, and then through send, without a duplicate in roomy.
     flow = [node("in", "nowait-burst", [["roomy", "tight"]], count=10),
             node("roomy", "gate", [["out-r"]], queue_size=4), node("tight", "gate", [["out-t"]], queue_size=2),
-            node("out-r", "sink"), node("out-t", "sink")]
+            node("out-r", "test-sink"), node("out-t", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         assert NowaitBurst.can == [True] and NowaitBurst.accepted == [True, True, True, False]
@@ -444,9 +434,9 @@ async def test_send_nowait_delivers_to_every_wired_node_or_to_none(tmp_path: Pat
 
 async def test_send_nowait_never_runs_an_inline_node_and_drops_by_policy(tmp_path: Path) -> None:
     flow = [node("in", "nowait-burst", [["pass"]], count=3), node("pass", "inline-pass", [["out"]]),
-            node("out", "sink"),
+            node("out", "test-sink"),
             node("in2", "nowait-burst", [["dropper"]], count=10),
-            node("dropper", "gate", [["out2"]], queue_size=2, overflow="drop-newest"), node("out2", "sink")]
+            node("dropper", "gate", [["out2"]], queue_size=2, overflow="drop-newest"), node("out2", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         assert [(await kit.expect("out")).payload for _ in range(3)] == [0, 1, 2]
         await trio.testing.wait_all_tasks_blocked()
@@ -464,7 +454,7 @@ async def test_send_nowait_needs_room_for_each_wire_to_a_node_wired_twice(tmp_pa
     # straight to its waiting worker), then has room for one copy of 1: not enough, so 1 goes
     # through send and nothing is delivered three times or counted in flight for ever.
     flow = [node("in", "nowait-burst", [["g", "g"]], count=3), node("g", "gate", [["out"]], queue_size=2),
-            node("out", "sink")]
+            node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await trio.testing.wait_all_tasks_blocked()
         assert NowaitBurst.accepted == [True, False]

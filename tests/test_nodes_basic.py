@@ -31,16 +31,6 @@ class NoConfig:
     pass
 
 
-class Sink(Node[NoConfig]):
-    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
-
-    type = "sink"
-    Config = NoConfig
-
-    async def receive(self, msg: Message) -> None:
-        await self.send(msg)
-
-
 @attrs.frozen(kw_only=True)
 class EmitConfig:
     payloads: tuple[Any, ...]
@@ -81,7 +71,7 @@ class Fail(Node[FailConfig]):
         await self.send(msg)
 
 
-TYPES = (Sink, Emit, Fail)
+TYPES = (Emit, Fail)
 
 
 def node(
@@ -204,10 +194,10 @@ TYPED_CASES: dict[str, tuple[list[dict[str, Any]], str, list[int]]] = {
 def filter_flow(payloads: list[Any], cases: dict[str, Any], **emit_options: Any) -> list[dict[str, Any]]:
     # "all" last: when it has a message, every filter has it already.
     flow = [tab("A"), emit("src", payloads, [*(f"f-{name}" for name in cases), "all"], topic="certs", **emit_options),
-            node("all", "sink")]
+            node("all", "test-sink")]
     for name, (rules, mode, _) in cases.items():
         flow.append(node(f"f-{name}", "filter", [[f"out-{name}"]], rules=rules, mode=mode))
-        flow.append(node(f"out-{name}", "sink"))
+        flow.append(node(f"out-{name}", "test-sink"))
     return flow
 
 
@@ -265,7 +255,7 @@ async def test_log_redacts_the_password_of_a_typed_reply(tmp_path: Path, caplog:
              message="leaf {payload.status}, {payload.info.certificate_count} certs,"
                      " key pw {payload.info.password} {{not a path}}",
              fields=["payload.info", "topic", "payload.info.nothing"]),
-        node("seen", "sink"),
+        node("seen", "test-sink"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await kit.expect("seen")
@@ -286,7 +276,7 @@ async def test_log_redacts_secret_keys_at_any_depth(tmp_path: Path, caplog: pyte
         "auth": {"Password": "hunter2", "tokens": [{"token": "t0k3n"}, {"kind": "bearer"}]},
         "tls": {"KEY_PASSWORD": "kp", "passphrase": None, "secret": {"nested": "deep"}},
     }
-    flow = [tab("A"), emit("src", [payload], ["lg", "seen"]), node("lg", "log"), node("seen", "sink")]
+    flow = [tab("A"), emit("src", [payload], ["lg", "seen"]), node("lg", "log"), node("seen", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await kit.expect("seen")
     [record] = log_records(caplog)
@@ -304,7 +294,7 @@ async def test_log_level_off_logs_nothing(tmp_path: Path, caplog: pytest.LogCapt
     caplog.set_level(logging.INFO)
     flow = [tab("A"), emit("src", ["one", "two"], ["quiet", "loud", "seen"]),
             node("quiet", "log", level="debug"), node("loud", "log", level="error", message="got {payload}"),
-            node("seen", "sink")]
+            node("seen", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await kit.expect("seen")
         await kit.expect("seen")
@@ -346,7 +336,7 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
         node("path", "debug", name="ocsp", complete="payload.info.ocsp.0.ocsp_path"),
         node("whole", "debug", name="whole", complete="msg"),
         node("anon", "debug", complete="payload"),
-        node("seen", "sink"),
+        node("seen", "test-sink"),
     ]
     capsys.readouterr()
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
@@ -370,12 +360,12 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
 async def test_catch_takes_the_failures_of_its_own_tab_only(tmp_path: Path) -> None:
     flow = [
         tab("A"), tab("B"),
-        emit("src", ["bad"], ["fail", "seen"]), node("fail", "test-fail", name="fragile"), node("seen", "sink"),
-        node("catch-a", "catch", [["caught-a", "by-kind"]]), node("caught-a", "sink"),
+        emit("src", ["bad"], ["fail", "seen"]), node("fail", "test-fail", name="fragile"), node("seen", "test-sink"),
+        node("catch-a", "catch", [["caught-a", "by-kind"]]), node("caught-a", "test-sink"),
         # msg.error is reachable by property paths:
         node("by-kind", "filter", [["runtime-errors"]], rules=[rule("error.kind", "eq", "RuntimeError")]),
-        node("runtime-errors", "sink"),
-        node("catch-b", "catch", [["caught-b"]], z="B"), node("caught-b", "sink", z="B"),
+        node("runtime-errors", "test-sink"),
+        node("catch-b", "catch", [["caught-b"]], z="B"), node("caught-b", "test-sink", z="B"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         caught = await kit.expect("caught-a")
@@ -391,9 +381,9 @@ async def test_catch_takes_the_failures_of_its_own_tab_only(tmp_path: Path) -> N
 async def test_catch_scope_lists_node_ids_on_any_tab(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     flow = [
         tab("A"), tab("B"),
-        emit("src", ["bad"], ["fail-1", "fail-2", "seen"]), node("seen", "sink"),
+        emit("src", ["bad"], ["fail-1", "fail-2", "seen"]), node("seen", "test-sink"),
         node("fail-1", "test-fail"), node("fail-2", "test-fail"),
-        node("catch-2", "catch", [["caught"]], z="B", scope=["fail-2"]), node("caught", "sink", z="B"),
+        node("catch-2", "catch", [["caught"]], z="B", scope=["fail-2"]), node("caught", "test-sink", z="B"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         caught = await kit.expect("caught")
@@ -410,15 +400,15 @@ async def test_uncaught_only_takes_what_no_other_catch_took(tmp_path: Path) -> N
         tab("A"), tab("B"), tab("C"),
         # A: a regular catch and an `uncaught` one: the regular one takes the failure.
         emit("src-a", ["bad"], ["fail-a"]), node("fail-a", "test-fail"),
-        node("all-a", "catch", [["got-all-a"]]), node("got-all-a", "sink"),
-        node("rest-a", "catch", [["got-rest-a"]], uncaught=True), node("got-rest-a", "sink"),
+        node("all-a", "catch", [["got-all-a"]]), node("got-all-a", "test-sink"),
+        node("rest-a", "catch", [["got-rest-a"]], uncaught=True), node("got-rest-a", "test-sink"),
         # B: only an `uncaught` catch: it takes the failure.
         emit("src-b", ["bad"], ["fail-b"], z="B"), node("fail-b", "test-fail", z="B"),
-        node("rest-b", "catch", [["got-rest-b"]], z="B", uncaught=True), node("got-rest-b", "sink", z="B"),
+        node("rest-b", "catch", [["got-rest-b"]], z="B", uncaught=True), node("got-rest-b", "test-sink", z="B"),
         # C: an `uncaught` catch, but a catch on tab A names fail-c in its scope: that one takes it.
         emit("src-c", ["bad"], ["fail-c"], z="C"), node("fail-c", "test-fail", z="C"),
-        node("rest-c", "catch", [["got-rest-c"]], z="C", uncaught=True), node("got-rest-c", "sink", z="C"),
-        node("scoped-c", "catch", [["got-scoped-c"]], scope=["fail-c"]), node("got-scoped-c", "sink"),
+        node("rest-c", "catch", [["got-rest-c"]], z="C", uncaught=True), node("got-rest-c", "test-sink", z="C"),
+        node("scoped-c", "catch", [["got-scoped-c"]], scope=["fail-c"]), node("got-scoped-c", "test-sink"),
     ]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         got = {sink: await kit.expect(sink) for sink in ("got-all-a", "got-rest-b", "got-scoped-c")}
@@ -433,7 +423,7 @@ async def test_a_failure_without_catch_is_logged_and_the_flow_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     flow = [tab("A"), emit("src", ["bad", "good", "bad", "fine"], ["fail"]), node("fail", "test-fail", [["out"]]),
-            node("out", "sink")]
+            node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         assert [(await kit.expect("out")).payload for _ in range(2)] == ["good", "fine"]
     assert kit.engine.errors_logged == 2  # both counted; logged once per burst
@@ -444,8 +434,8 @@ async def test_a_failure_without_catch_is_logged_and_the_flow_goes_on(
 async def test_a_message_wired_into_catch_is_dropped_with_one_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    flow = [tab("A"), emit("src", [1, 2], ["c", "seen"]), node("seen", "sink"),
-            node("c", "catch", [["out"]]), node("out", "sink")]
+    flow = [tab("A"), emit("src", [1, 2], ["c", "seen"]), node("seen", "test-sink"),
+            node("c", "catch", [["out"]]), node("out", "test-sink")]
     async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
         await kit.expect("seen")
         await kit.expect("seen")

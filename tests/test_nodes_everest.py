@@ -24,19 +24,6 @@ class NoConfig:
     pass
 
 
-class Sink(Node[NoConfig]):
-    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
-
-    type = "sink"
-    Config = NoConfig
-
-    async def receive(self, msg: Message) -> None:
-        await self.send(msg)
-
-
-TYPES = (Sink,)
-
-
 def base(broker: MosquittoBroker, **api: Any) -> list[dict[str, Any]]:
     return [
         {"id": "t", "type": "tab"},
@@ -56,11 +43,11 @@ async def test_request_parameters_from_payload_and_failures_on_port_1(tmp_path: 
         n("is-ca", "is-ca-certificate-installed", [["ok"], ["failed"]], api="api"),
         n("ask-leaf", "inject", [["leaf"]], payload={"certificate_type": "V2G", "include_ocsp": False}, once=True),
         n("leaf", "get-leaf-certificate-info", [["leaf-ok"], ["failed"]], api="api", encoding="PEM"),
-        n("ok", "sink"), n("leaf-ok", "sink"), n("failed", "sink"),
+        n("ok", "test-sink"), n("leaf-ok", "test-sink"), n("failed", "test-sink"),
     ]
     async with (
         EverestStandIn(broker.host, broker.port, MODULE),
-        run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit,
+        run_flow(flow, workdir=tmp_path) as kit,
     ):
         ok = await kit.expect("ok")
         leaf = await kit.expect("leaf-ok")
@@ -75,11 +62,11 @@ async def test_unanswered_request_fails_on_port_1(tmp_path: Path, broker: Mosqui
     flow = base(broker) + [
         n("go", "inject", [["loc"]], payload=None, once=True),
         n("loc", "get-verify-location", [["ok"], ["failed"]], api="api", certificate_type="V2G", timeout=0.3),
-        n("ok", "sink"), n("failed", "sink"),
+        n("ok", "test-sink"), n("failed", "test-sink"),
     ]
     async with (
         EverestStandIn(broker.host, broker.port, MODULE, answer=False),
-        run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit,
+        run_flow(flow, workdir=tmp_path) as kit,
     ):
         failed = await kit.expect("failed")
         assert kit.nothing_sent("ok")
@@ -89,10 +76,10 @@ async def test_unanswered_request_fails_on_port_1(tmp_path: Path, broker: Mosqui
 
 async def test_heartbeat_lost_and_restored(tmp_path: Path, broker: MosquittoBroker) -> None:
     flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.3, qos=1),
-                           n("beats", "sink"), n("events", "sink")]
+                           n("beats", "test-sink"), n("events", "test-sink")]
     async with (
         EverestStandIn(broker.host, broker.port, MODULE) as everest,
-        run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit,
+        run_flow(flow, workdir=tmp_path) as kit,
     ):
         assert kit.engine.node("hb").beats.subscription.qos == 1
         lost = await kit.expect("events")  # nothing within 0.3 s of the start
@@ -110,10 +97,10 @@ async def test_heartbeats_within_the_timeout_keep_it_alive(
     tmp_path: Path, broker: MosquittoBroker, mock_clock: trio.testing.MockClock
 ) -> None:
     flow = base(broker) + [n("hb", "heartbeat", [["beats"], ["events"]], api="api", timeout=0.5),
-                           n("beats", "sink"), n("events", "sink")]
+                           n("beats", "test-sink"), n("events", "test-sink")]
     async with (
         EverestStandIn(broker.host, broker.port, MODULE) as everest,
-        run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit,
+        run_flow(flow, workdir=tmp_path) as kit,
     ):
         # A beat every 0.4 s of (mock) time for three timeouts: never 0.5 s without one.
         for beat in range(4):
@@ -132,10 +119,10 @@ async def test_keepalive_on_input_at_most_once_per_interval(tmp_path: Path, brok
     flow = base(broker) + [
         n("burst", "inject", [["ka", "seen"]], payload=1, once=True, interval=0.01, repeat=20),
         n("ka", "keepalive", api="api", mode="input", interval=60, stop_check_on_shutdown=False),
-        n("seen", "sink"),
+        n("seen", "test-sink"),
     ]
     async with EverestStandIn(broker.host, broker.port, MODULE) as everest:
-        async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+        async with run_flow(flow, workdir=tmp_path) as kit:
             for _ in range(20):
                 await kit.expect("seen")
             await trio.testing.wait_all_tasks_blocked()  # the keepalive took its 20 inputs too
@@ -151,15 +138,15 @@ async def test_keepalive_on_input_at_most_once_per_interval(tmp_path: Path, brok
 async def test_mqtt_in_decoding_failure_reaches_catch(tmp_path: Path, broker: MosquittoBroker) -> None:
     flow = base(broker) + [
         n("in", "mqtt in", [["got"]], broker="b", topic="data/+", datatype="json"),
-        n("got", "sink"),
+        n("got", "test-sink"),
         n("c", "catch", [["caught"]]),
-        n("caught", "sink"),
+        n("caught", "test-sink"),
         n("pub", "inject", [["out"]], payload="not json", topic="data/1", once=True),
         n("pub2", "inject", [["out"]], payload={"ok": True}, topic="data/2", once=True),
         n("pub3", "inject", [["out"]], payload="x", topic="everest_api/1/evse_security_consumer/sec/m2e/x", once=True),
         n("out", "mqtt out", broker="b", qos=1, allowed_topics=["data/+"]),
     ]
-    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+    async with run_flow(flow, workdir=tmp_path) as kit:
         caught = [await kit.expect("caught"), await kit.expect("caught")]
         got = await kit.expect("got")
     refused = next(m for m in caught if m.error is not None and m.error.source_id == "out")
@@ -190,11 +177,11 @@ async def test_mqtt_in_keeps_order_whether_the_read_loop_or_its_task_hands_a_mes
     _Held.gate = trio.Event()
     flow = base(broker) + [
         n("in", "mqtt in", [["hold"]], broker="b", topic="burst/+", datatype="json", qos=1),
-        n("hold", "held", [["got"]], queue_size=2), n("got", "sink"),
-        n("c", "catch", [["caught"]], scope=["in"]), n("caught", "sink"),
+        n("hold", "held", [["got"]], queue_size=2), n("got", "test-sink"),
+        n("c", "catch", [["caught"]], scope=["in"]), n("caught", "test-sink"),
     ]
     payloads = [b"not json" if i % 7 == 3 else str(i).encode() for i in range(40)]
-    async with run_flow(flow, node_types=(*TYPES, _Held), workdir=tmp_path) as kit:
+    async with run_flow(flow, node_types=(_Held,), workdir=tmp_path) as kit:
         mqtt = kit.engine.node("b").mqtt
         for payload in payloads:
             await mqtt.publish("burst/x", payload, qos=1)
@@ -213,9 +200,9 @@ async def test_mqtt_in_keeps_order_whether_the_read_loop_or_its_task_hands_a_mes
 async def test_mqtt_in_auto_takes_json_nested_too_deeply_for_python_as_text(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
-    flow = base(broker) + [n("in", "mqtt in", [["got"]], broker="b", topic="deep/+"), n("got", "sink")]
+    flow = base(broker) + [n("in", "mqtt in", [["got"]], broker="b", topic="deep/+"), n("got", "test-sink")]
     deep = "[" * 100_000
-    async with run_flow(flow, node_types=TYPES, workdir=tmp_path) as kit:
+    async with run_flow(flow, workdir=tmp_path) as kit:
         await kit.engine.node("b").mqtt.publish("deep/x", deep.encode(), qos=1)
         await kit.engine.node("b").mqtt.publish("deep/x", b"[1]", qos=1)
         first, second = await kit.expect("got"), await kit.expect("got")

@@ -31,16 +31,6 @@ class NoConfig:
     pass
 
 
-class Sink(Node[NoConfig]):
-    """Passes on what it receives (its port is left unwired): the test expects what reached it."""
-
-    type = "sink"
-    Config = NoConfig
-
-    async def receive(self, msg: Message) -> None:
-        await self.send(msg)
-
-
 @pytest.fixture
 async def observer(broker: MosquittoBroker) -> Any:
     client = MqttClient(BrokerConfig.from_url(broker.url))
@@ -84,9 +74,9 @@ async def test_a_burst_of_requests_behind_mqtt_in_is_answered_in_time(tmp_path: 
             {"id": "in", "type": "mqtt in", "broker": "b", "topic": "ask", "wires": [["ask"]]},
             {"id": "ask", "type": "is-ca-certificate-installed", "api": "api", "certificate_type": "V2G",
              "timeout": 3, "wires": [["ok"], ["failed"]]},
-            {"id": "ok", "type": "sink"}, {"id": "failed", "type": "sink"},
+            {"id": "ok", "type": "test-sink"}, {"id": "failed", "type": "test-sink"},
         ]
-        async with run_flow(flow, workdir=tmp_path, node_types=[Sink]) as running:
+        async with run_flow(flow, workdir=tmp_path) as running:
             publisher = MqttClient(BrokerConfig.from_url(everest.broker_url))
             async with trio.open_nursery() as nursery:
                 await nursery.start(publisher.run)
@@ -164,9 +154,9 @@ async def test_heartbeats_reach_a_slow_node_whole_and_liveness_counts_arrivals(
         *broker_nodes(broker.url),
         {"id": "hb", "type": "heartbeat", "api": "api", "timeout": 0.3, "wires": [["slow"], ["events"]]},
         {"id": "slow", "type": "slow", "queue_size": 1},
-        {"id": "events", "type": "sink"},
+        {"id": "events", "type": "test-sink"},
     ]
-    async with run_flow(flow, workdir=tmp_path, node_types=[Slow, Sink]) as running:
+    async with run_flow(flow, workdir=tmp_path, node_types=[Slow]) as running:
         async with trio.open_nursery() as nursery:
 
             async def beat() -> None:
@@ -213,9 +203,9 @@ async def test_beats_taken_late_from_before_a_loss_do_not_restore_liveness(
         *broker_nodes(broker.url),
         {"id": "hb", "type": "heartbeat", "api": "api", "timeout": 0.3, "wires": [["slow"], ["events"]]},
         {"id": "slow", "type": "gated", "queue_size": 1},
-        {"id": "events", "type": "sink"},
+        {"id": "events", "type": "test-sink"},
     ]
-    async with run_flow(flow, workdir=tmp_path, node_types=[Gated, Sink]) as running:
+    async with run_flow(flow, workdir=tmp_path, node_types=[Gated]) as running:
         for beat in range(1, 6):  # five beats at once, then EVerest falls silent
             await observer.publish(HEARTBEAT, str(beat).encode(), qos=1)
         assert (await running.expect("events")).payload["event"] == "lost"
@@ -299,9 +289,9 @@ async def test_every_message_a_source_took_is_accounted_for_at_stop(
          "wires": [["slow"]]},
         {"id": "slow", "type": "gated-record", "queue_size": 1},
         {"id": "marker", "type": "mqtt in", "broker": "b", "topic": "t/done", "wires": [["seen"]]},
-        {"id": "seen", "type": "sink"},
+        {"id": "seen", "type": "test-sink"},
     ]
-    async with run_flow(flow, workdir=tmp_path, node_types=[GatedRecord, Sink], stop_timeout=10,
+    async with run_flow(flow, workdir=tmp_path, node_types=[GatedRecord], stop_timeout=10,
                         drain_timeout=3) as running:
         for i in range(10):
             await observer.publish("t", str(i).encode(), qos=1)
@@ -387,9 +377,9 @@ async def test_nodes_that_change_a_payload_they_received_change_only_their_own(t
     flow = [
         {"id": "in", "type": "inject", "payload": {"seen": 0, "list": [1]}, "once": True, "interval": 0.01,
          "repeat": 2, "wires": [["a", "b", "c"]]},
-        {"id": "a", "type": "count"}, {"id": "b", "type": "count"}, {"id": "c", "type": "sink"},
+        {"id": "a", "type": "count"}, {"id": "b", "type": "count"}, {"id": "c", "type": "test-sink"},
     ]
-    async with run_flow(flow, workdir=tmp_path, node_types=[Count, Sink]) as running:
+    async with run_flow(flow, workdir=tmp_path, node_types=[Count]) as running:
         got = [(await running.expect(node)).payload for _ in range(2) for node in ("a", "b", "c")]
     # Each node's copy, each message's own payload (not the inject's config, nor the last one's).
     assert [p["seen"] for p in got] == [1, 1, 0, 1, 1, 0]
@@ -441,7 +431,6 @@ async def test_a_stalled_stdout_does_not_stop_the_keepalive(tmp_path: Path, brok
         await process.wait()
         os.close(read_end)
     assert max(pipe_bytes) >= 60_000
-
 
 
 def test_a_copy_owns_its_containers_and_shares_everything_else() -> None:
