@@ -119,10 +119,10 @@ class NodeContext(Protocol):
         is full (a receiver with a drop policy drops instead).
 
         The first receiver gets ``msg``, every other one a copy whose payload it may change freely.
-        A receiver declared ``inline`` may run in the caller's task, unless a deadline applies
-        there (a timeout around ``send``), which would cut its work short; so do not cancel a scope
-        around ``send`` by hand. Cancellation is checked, but other tasks get a turn only when it
-        has to wait. A source's ``run`` is stopped between two sends, never during one."""
+        A receiver declared ``inline`` may run in the caller's task, under its cancel scopes: do
+        not put a timeout or a cancel scope around ``send``, it would cut that node's work short.
+        Cancellation is checked, but other tasks get a turn only when it has to wait. A source's
+        ``run`` is stopped between two sends, never during one."""
 
     def send_nowait(self, msg: Message, port: int = 0) -> bool:
         """Deliver ``msg`` at once if every node wired to ``port`` can queue it now (room in its
