@@ -298,7 +298,9 @@ def write_docs_section(report: str, minutes: float) -> None:
     (bench/docs.py keeps the section when it rewrites the page)."""
     commit = subprocess.run(["git", "-C", str(BENCH_DIR), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "?"
-    dirty = subprocess.run(["git", "-C", str(BENCH_DIR), "status", "--porcelain", "--untracked-files=no"],
+    # What could change the result: the code under test and the soak itself (not the docs).
+    dirty = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "--untracked-files=no",
+                            "--", "runtime", "nodes", "pyproject.toml", "bench/soak*.py"],
                            capture_output=True, text=True).stdout.strip()
     lines = [line for line in report.splitlines() if not line.startswith(("work dir:", "evflow stderr:"))]
     section = f"""{SOAK_HEADING}
