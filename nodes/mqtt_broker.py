@@ -30,7 +30,7 @@ class MqttBrokerConfig:
     # larger incoming payloads are dropped, counted and logged
     max_payload: int = attrs.field(default=256 * 1024, validator=number_range(1))
     # a subscriber that falls behind keeps, beyond its queue, at most this many messages and payload
-    # bytes (QoS 1 ones unacknowledged, holding the broker back); more are dropped, counted
+    # bytes; more are dropped, counted
     max_held: int = attrs.field(default=50_000, validator=number_range(1))
     max_held_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=number_range(1))
     # bytes published and not yet sent (a slow or stalled broker); at this mark `mqtt out` waits or

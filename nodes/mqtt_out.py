@@ -119,8 +119,7 @@ class MqttOut(Node[MqttOutConfig]):
                 pending.popleft()
             if len(pending) >= config.window:
                 # Backpressure, not a round trip per message: the connection's reader never waits on
-                # this flow for QoS 1 input (it leaves such messages unacknowledged instead), so the
-                # acknowledgements keep coming in while this node waits.
+                # this flow, so the acknowledgements keep coming in while this node waits.
                 await pending.popleft().wait()
 
     async def close(self) -> None:

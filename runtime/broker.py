@@ -116,8 +116,8 @@ class BrokerConfig:
     # Larger incoming payloads are dropped (counted, logged): nothing of this API comes near it.
     max_payload: int = 256 * 1024
     # A subscription whose consumer falls behind keeps, beyond its buffer, a backlog of at most this
-    # many messages and payload bytes (QoS 1 ones unacknowledged, holding the broker back); what does
-    # not fit is dropped, counted. The connection's reader never waits for a consumer.
+    # many messages and payload bytes; what does not fit is dropped, counted. The connection's reader
+    # never waits for a consumer.
     max_held: int = 50_000
     max_held_bytes: int = 8 * 1024 * 1024
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max` seconds, with jitter.
