@@ -9,10 +9,6 @@ from typing import Any
 
 import attrs
 import trio
-from evflow.runtime.broker import BrokerConfig
-from evflow.runtime.errors import OutgoingFull
-from evflow.runtime.oneshot import OneShot
-from evflow.runtime.transport import MqttClient, MqttMessage
 from soak_flow import (
     DRIVER_CLIENT_ID,
     Q0_RATE,
@@ -24,6 +20,10 @@ from soak_flow import (
     STALL_RATE,
     SoakError,
 )
+
+from evflow.runtime.broker import BrokerConfig
+from evflow.runtime.oneshot import OneShot
+from evflow.runtime.transport import MqttClient, MqttMessage
 
 
 @attrs.define
@@ -149,14 +149,8 @@ class LoadDriver:
     # -- publishing
 
     async def publish(self, stream: Stream, payload: bytes, topic: str | None = None) -> None:
-        while True:
-            try:
-                done = self.mqtt.publish_tracked(topic or stream.topic, payload, stream.qos)
-                break
-            except OutgoingFull:
-                # Bytes wait to be sent (the broker is frozen): wait for room, as a client would.
-                # (Only the byte limit can be reached: the QoS 1 windows stay below the client's.)
-                await self.mqtt.wait_outgoing_room()
+        # While the broker is frozen the bytes waiting to be sent reach their limit: wait, as a client would.
+        done = await self.mqtt.publish_when_room(topic or stream.topic, payload, stream.qos)
         stream.sent += 1
         if stream.qos:
             stream._unacked.append(done)

@@ -15,7 +15,6 @@ from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
 from evflow.runtime.protocol.topics import validate_filter
 from evflow.runtime.transport import MqttClient, MqttMessage, Overflow, Subscription
 
-
 # Messages taken from the subscription without waiting before this node lets other tasks run.
 _YIELD_EVERY = 64
 

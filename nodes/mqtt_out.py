@@ -101,16 +101,15 @@ class MqttOut(Node[MqttOutConfig]):
             if not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
                 raise TopicError(f"msg.topic {topic!r} is not among this node's allowed_topics")
         payload = encode_payload(msg.payload)
-        while True:
+        if config.overflow is WhenFull.BLOCK:
+            done = await self.mqtt.publish_when_room(topic, payload, config.qos, config.retain)
+        else:
             try:
                 done = self.mqtt.publish_tracked(topic, payload, config.qos, config.retain)
-                break
             except OutgoingFull as full:
-                if config.overflow is WhenFull.DROP_NEWEST:
-                    self.dropped += 1
-                    self._log_drop("dropped a message: %s (%d dropped so far)", full, self.dropped)
-                    return
-                await self.mqtt.wait_outgoing_room(config.qos)
+                self.dropped += 1
+                self._log_drop("dropped a message: %s (%d dropped so far)", full, self.dropped)
+                return
         self.published += 1
         if config.qos:
             pending = self._unacknowledged

@@ -20,15 +20,15 @@ from typing import Any
 
 import trio
 
+from . import redaction
 from .codec import CodecError, decode_json, dump_json, structure
 from .errors import InvalidPayload, InvalidRequest, NotConnected, OutgoingFull, RequestTimeout
 from .models.evse_security import U64_MAX, HeartbeatId
 from .oneshot import OneShot
 from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
 from .protocol.envelope import encode_request
-from .protocol.requests import DropReason, Dropped, PendingRequest, Reply, RequestStats, RequestTable, reply_prefix_for
+from .protocol.requests import Dropped, DropReason, PendingRequest, Reply, RequestStats, RequestTable, reply_prefix_for
 from .protocol.topics import ApiTopics
-from . import redaction
 from .ratelimit import RateLimitedLog
 from .transport import MqttClient, MqttMessage, Overflow, Subscription
 
@@ -235,14 +235,17 @@ class ApiClient:
                     self._timer.deadline = deadline
             try:
                 body = encode_request(payload, self.topics.reply_to(request.reply_topic))
+                topic = self._request_topics[op.name]
+                published = None
                 try:
-                    mid = self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
+                    published = self.mqtt.publish_tracked(topic, body, self.request_qos)
                 except OutgoingFull:  # a stalled broker: wait for room, within the request's deadline
-                    mid = await self._publish_when_room(op, body, deadline, timeout)
+                    timed_by_scope = True
                 if timed_by_scope or self.request_qos:
                     with trio.move_on_at(deadline):
-                        if self.request_qos:
-                            await self.mqtt.wait_published(mid)
+                        if published is None:
+                            published = await self.mqtt.publish_when_room(topic, body, self.request_qos)
+                        await published.wait()  # QoS 1: the broker's PUBACK (QoS 0: done at once)
                         return await slot.wait()
                     raise RequestTimeout(op.name, timeout)
                 return await slot.wait()
@@ -253,16 +256,6 @@ class ApiClient:
                 self._table.abandon(request)  # no-op when it was answered
         finally:
             self._in_flight.release()
-
-    async def _publish_when_room(self, op: Operation[Any, Any], body: bytes, deadline: float, timeout: float) -> int:
-        with trio.move_on_at(deadline):
-            while True:
-                await self.mqtt.wait_outgoing_room(self.request_qos)
-                try:
-                    return self.mqtt.publish_nowait(self._request_topics[op.name], body, self.request_qos)
-                except OutgoingFull:
-                    continue
-        raise RequestTimeout(op.name, timeout)
 
     async def heartbeats(
         self, *, qos: int = 0, max_buffer: int = 64, overflow: Overflow = Overflow.DROP_OLDEST,

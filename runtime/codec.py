@@ -190,11 +190,13 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(_is_homogeneous_tuple, lambda tp: _array_hook_factory(tp, conv))
     conv.register_structure_hook_factory(attrs.has, _not_a_mapping_guard(conv))
     # Tuples go out as JSON arrays.
-    conv.register_unstructure_hook_factory(
-        _is_homogeneous_tuple,
-        lambda tp: (lambda value, item=conv.get_unstructure_hook(get_args(tp)[0]): [item(v) for v in value]),
-    )
+    conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _array_unstructure_hook(tp, conv))
     return conv
+
+
+def _array_unstructure_hook(tp: Any, conv: cattrs.Converter) -> Callable[[Any], list[Any]]:
+    item = conv.get_unstructure_hook(get_args(tp)[0])
+    return lambda value: [item(v) for v in value]
 
 
 converter = make_converter()

@@ -5,7 +5,16 @@ Each says what went wrong in words a gateway operator can act on; none carries a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+
+
+def leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:  # type: ignore[type-arg]
+    """The exceptions inside ``group`` and its nested groups."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from leaves(exc)
+        else:
+            yield exc
 
 
 class EvflowError(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import leaves
 from .message import Message, NodeError, new_message
 from .nodeapi import ErrorScope
 
@@ -75,13 +76,7 @@ def _describe(error: BaseException | str) -> tuple[str, str]:
     if isinstance(error, str):
         return error, ""
     if isinstance(error, BaseExceptionGroup):
-        leaves = list(_leaves(error))
-        return "; ".join(_describe(leaf)[0] for leaf in leaves), ", ".join(type(leaf).__name__ for leaf in leaves)
+        inside = list(leaves(error))
+        return "; ".join(_describe(leaf)[0] for leaf in inside), ", ".join(type(leaf).__name__ for leaf in inside)
     return str(error) or type(error).__name__, type(error).__name__
 
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:  # type: ignore[type-arg]
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found

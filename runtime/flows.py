@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import logging
 
 from . import redaction
 from .errors import EvflowError

@@ -9,7 +9,7 @@ from typing import Any
 
 import trio
 
-from .delivery import InFlight, Inbox
+from .delivery import Inbox, InFlight
 from .failures import FailureRouter
 from .message import Message
 from .nodeapi import ConfigNode
@@ -76,7 +76,6 @@ class NodeHost:
         self.sending = 0
         self.source_scope: trio.CancelScope | None = None
         self._stopping = False
-        self._stop_after_send = False
 
     def __repr__(self) -> str:
         return f"<NodeHost {self.node_type} {self.node_id!r}>"
@@ -110,8 +109,8 @@ class NodeHost:
                 await trio.lowlevel.checkpoint_if_cancelled()
         finally:
             self.sending -= 1
-            if self._stop_after_send and not self.sending:
-                self.source_scope.cancel()  # type: ignore[union-attr]
+            if self._stopping and not self.sending:
+                self.source_scope.cancel()  # type: ignore[union-attr]  # it was stopped during this send
 
     def send_nowait(self, msg: Message, port: int = 0) -> bool:
         if self.inline_wired[port]:
@@ -156,9 +155,7 @@ class NodeHost:
         """Stop this source: now, or, when it is in the middle of sending, once that send is done
         (the message it was handing on is delivered, not lost)."""
         self._stopping = True
-        if self.sending:
-            self._stop_after_send = True
-        elif self.source_scope is not None:
+        if not self.sending and self.source_scope is not None:
             self.source_scope.cancel()
 
     def _tap(self, msg: Message, port: int) -> None:

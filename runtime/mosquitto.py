@@ -10,8 +10,8 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import signal
+import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path

@@ -25,8 +25,8 @@ import trio
 
 from .broker import BrokerConfig
 from .engine import FlowEngine
-from .host import Tap
 from .flows import load_plan
+from .host import Tap
 from .message import Message, new_message
 from .nodeapi import Node
 from .registry import Registry

@@ -130,7 +130,7 @@ async def test_thousand_concurrent_requests_each_get_their_own_answer(
 async def test_unanswered_request_times_out_and_the_client_goes_on(
     broker: MosquittoBroker, mqtt: MqttClient
 ) -> None:
-    async with EverestStandIn(broker.host, broker.port, MODULE, reply_delay=1.0) as slow:
+    async with EverestStandIn(broker.host, broker.port, MODULE, reply_delay=1.0):
         async with trio.open_nursery() as nursery:
             client = await start_client(nursery, mqtt, request_timeout=0.3)
             started = trio.current_time()
@@ -298,4 +298,16 @@ async def test_a_request_to_a_stalled_broker_waits_for_room_within_its_deadline(
                 await client.is_ca_certificate_installed(CaCertificateType.V2G, timeout=0.5)
         finally:
             broker.resume()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_at_qos1_waits_for_its_puback_and_gets_its_reply(
+    mqtt: MqttClient, everest: EverestStandIn
+) -> None:
+    async with trio.open_nursery() as nursery:
+        client = await start_client(nursery, mqtt, request_qos=1)
+        with trio.fail_after(10):
+            assert await client.is_ca_certificate_installed(CaCertificateType.CSMS) is True
+            assert await client.get_verify_location(CaCertificateType.MF) is None
+        assert client.stats.answered == 2
         nursery.cancel_scope.cancel()

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from ..errors import EvflowError
+from ..errors import EvflowError, leaves
 from ..output import flush_all
 from ..redaction import redact
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
 
 
 def run_trio(command: str, main: Callable[..., Awaitable[int]], *args: Any) -> int:
@@ -30,7 +22,7 @@ def run_trio(command: str, main: Callable[..., Awaitable[int]], *args: Any) -> i
     try:
         return trio.run(main, *args)
     except* EvflowError as group:
-        failures.extend(_leaves(group))
+        failures.extend(leaves(group))
     flush_all()  # log lines the run queued come before the error
     for failure in failures:
         print(redact(f"evflow {command}: error: {failure}"), file=sys.stderr)

@@ -51,7 +51,7 @@ def days_until_expiry(certificate_file: str) -> int | None:
         )
     except (OSError, ValueError):
         return None
-    return (certificate.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).days
+    return (certificate.not_valid_after_utc - datetime.datetime.now(datetime.UTC)).days
 
 
 class WireTap:

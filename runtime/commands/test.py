@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..flowtest import TestFileError, run_test_file, summarize
 from ..flows import FlowInvalid
+from ..flowtest import TestFileError, run_test_file, summarize
 from ._running import run_trio
 
 

@@ -65,7 +65,6 @@ class Route:
     state: RouteState = RouteState.PENDING
     # The broker filter whose subscription brings this route its messages (its own, or a wider one).
     broker_filter: str | None = None
-    request: SubscribeRequest | None = None  # its SUBSCRIBE, while PENDING
     wildcard: bool = attrs.field(init=False)
     matches: Callable[[str], bool] = attrs.field(init=False, repr=False)
     # Whether an exact route had a message since its SUBSCRIBE; a wildcard route's topics that had.
@@ -141,7 +140,7 @@ class Router:
     def add(self, route: Route) -> SubscribeRequest:
         """A new subscriber: messages reach it from now on; send the returned SUBSCRIBE and pass its
         SUBACK to :meth:`acknowledge`."""
-        if route.state is not RouteState.PENDING or route.request is not None:
+        if route.state is not RouteState.PENDING or route.broker_filter is not None:
             raise ValueError("a route is added once")
         if route.wildcard:
             self._wildcards.append(route)
@@ -156,7 +155,6 @@ class Router:
         route.broker_filter = route.topic_filter
         request = SubscribeRequest(((route.topic_filter, entry.requested_qos),), [route])
         self._send(request, [entry])
-        route.request = request
         return request
 
     def remove(self, route: Route) -> tuple[str, ...]:
@@ -188,7 +186,6 @@ class Router:
         for route in request.routes:
             if route.state is not RouteState.PENDING:
                 continue
-            route.request = None
             if route.topic_filter in refused_filters:
                 self._close(route)
                 unsubscribe.extend(self._release(route))
@@ -215,7 +212,6 @@ class Router:
         for request in self._pending:
             for route in request.routes:
                 if route.state is RouteState.PENDING:
-                    route.request = None
                     self._close(route)
                     self._release(route)
                     lost.append(route)
@@ -270,7 +266,6 @@ class Router:
 
     def _close(self, route: Route) -> None:
         route.state = RouteState.CLOSED
-        route.request = None
         if route.wildcard:
             self._wildcards.remove(route)
         else:

@@ -212,7 +212,7 @@ class EvseSecuritySimulator:
             await self.mqtt.publish(reply_topic, body)  # EVerest's implementation publishes it twice
 
     async def _get_leaf_certificate_info(self, reply_topic: str, request: Any) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         result = self.store.get_leaf_certificate_info(request, now=now, strict=self.options.strict)
         await self.mqtt.publish(reply_topic, encode_json(result))
 

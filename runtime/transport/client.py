@@ -350,10 +350,6 @@ class MqttClient:
         session = self._session
         return session.wire.outgoing if session is not None and session.wire is not None else 0
 
-    def _outgoing_changed(self, outgoing: int) -> None:
-        if self._room_wanted:
-            self._room_changed()
-
     def _room_changed(self) -> None:
         # Publishers waiting for room go on once half of each limit is free (not at every byte).
         if (self._room_wanted and self.outgoing_bytes <= self.config.max_outgoing_bytes // 2
@@ -419,15 +415,19 @@ class MqttClient:
         self._publish(topic, payload, qos, retain, done)
         return done
 
+    async def publish_when_room(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> OneShot[None]:
+        """As :meth:`publish_tracked`, waiting while the connection is full (:class:`OutgoingFull`)
+        instead of raising; with room, it hands the message over without a scheduling point."""
+        while True:
+            try:
+                return self.publish_tracked(topic, payload, qos, retain)
+            except OutgoingFull:
+                await self.wait_outgoing_room(qos)
+
     async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
         """Publish, waiting while the connection is full (:class:`OutgoingFull`); with QoS 1, return
         only once the broker acknowledged it (PUBACK)."""
-        while True:
-            try:
-                done = self.publish_tracked(topic, payload, qos, retain)
-                break
-            except OutgoingFull:
-                await self.wait_outgoing_room(qos)
+        done = await self.publish_when_room(topic, payload, qos, retain)
         if qos == 0:
             await trio.lowlevel.checkpoint()
             return

@@ -255,7 +255,7 @@ class Session:
                     ):
                         return
                     flushed = wire.flush()
-                    client._outgoing_changed(wire.outgoing)
+                    client._room_changed()
                     if flushed and not paho_client.want_write():
                         break
                     await trio.lowlevel.wait_writable(sock)

@@ -54,9 +54,6 @@ class Wire:
     def setblocking(self, flag: bool) -> None:
         self.sock.setblocking(flag)
 
-    def pending(self) -> int:
-        return self.sock.pending() if self.tls else 0  # type: ignore[attr-defined]
-
     def recv(self, size: int) -> bytes:
         position = self._read_position
         buffered = self._read_buffer
