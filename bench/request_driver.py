@@ -71,7 +71,7 @@ class Driver:
             expected = self.results + 1
             sent_at = time.perf_counter()
             self.trigger()
-            self._loop_until(lambda: self.results >= expected)
+            self._loop_until(lambda expected=expected: self.results >= expected)
             round_trips.append((self.last_result_at - sent_at) * 1000)
         return round_trips
 

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench's modules,
 import legs  # noqa: E402
 import report  # noqa: E402
 from common import CACHE_DIR, REPO_DIR  # noqa: E402
-from evflow.runtime.mosquitto import find_mosquitto  # noqa: E402
 from systems import SYSTEMS, NodeRed  # noqa: E402
+
+from evflow.runtime.mosquitto import find_mosquitto  # noqa: E402
 
 PARTS = ("imports", "throughput", "request", "idle", "overload")
 

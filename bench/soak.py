@@ -68,7 +68,6 @@ from typing import Any
 
 import attrs
 import trio
-from evflow.runtime.mosquitto import MosquittoBroker
 from soak_checks import Observed, evaluate, print_report, write_docs_section
 from soak_flow import (
     ACK_TIMEOUT,
@@ -87,6 +86,8 @@ from soak_flow import (
     build_flow,
 )
 from soak_load import LoadDriver
+
+from evflow.runtime.mosquitto import MosquittoBroker
 
 
 class Child:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import attrs
 import trio
+
 from evflow.runtime.commands._running import run_trio
 from evflow.runtime.commands.run import run_flow
 from evflow.runtime.engine import FlowEngine

@@ -9,6 +9,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import Node
 from evflow.runtime.testing import run_flow

@@ -15,7 +15,14 @@ import trio
 
 from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.mosquitto import MosquittoBroker, TlsListener
-from evflow.runtime.simulator.pki import init_pki, make_ca, make_tls_client_cert, make_tls_server_cert, write_key, write_pem
+from evflow.runtime.simulator.pki import (
+    init_pki,
+    make_ca,
+    make_tls_client_cert,
+    make_tls_server_cert,
+    write_key,
+    write_pem,
+)
 from evflow.runtime.simulator.service import EvseSecuritySimulator, SimulatorOptions
 from evflow.runtime.simulator.store import CertificateStore
 from evflow.runtime.transport import MqttClient

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 import pytest
+
 from evflow.runtime.codec import structure
 from evflow.runtime.flows import FlowInvalid, load_plan
 from evflow.runtime.message import Message, new_message

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import trio
 import trio.testing
+
 from evflow.runtime.message import Message
 from evflow.runtime.models.evse_security import GetCertificateInfoResult, GetCertificateInfoStatus
 from evflow.runtime.mosquitto import MosquittoBroker

@@ -11,6 +11,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+
 from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.mosquitto import MosquittoBroker
 from evflow.runtime.nodeapi import ConfigNode, Message, Node, ref

@@ -25,7 +25,7 @@ from evflow.runtime.models.evse_security import (
 )
 from evflow.runtime.protocol.envelope import decode_bool_reply, decode_path_reply, encode_request
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
-from evflow.runtime.protocol.requests import DropReason, Dropped, Reply, ReplyFailed, RequestTable, reply_prefix_for
+from evflow.runtime.protocol.requests import Dropped, DropReason, Reply, ReplyFailed, RequestTable, reply_prefix_for
 from evflow.runtime.protocol.topics import TopicError
 
 U64 = 2**64

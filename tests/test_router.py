@@ -9,12 +9,13 @@ from typing import Any
 
 import attrs
 import pytest
-from evflow.runtime.protocol.acks import PubackTable
-from evflow.runtime.protocol.router import Route, Router, RouteState, SubscribeRequest
-from evflow.runtime.protocol.topics import filter_covers, topic_matches
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from evflow.runtime.protocol.acks import PubackTable
+from evflow.runtime.protocol.router import Route, Router, RouteState, SubscribeRequest
+from evflow.runtime.protocol.topics import filter_covers, topic_matches
 
 FILTERS = ["a/b", "a/c", "a/+", "a/#", "#", "+/b", "deny/x", "$s/#", "$s/b"]
 TOPICS = ["a/b", "a/c", "a", "x/b", "deny/x", "$s/b"]

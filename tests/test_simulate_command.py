@@ -32,7 +32,8 @@ def test_missing_arguments_are_named(tmp_path: Path) -> None:
 
 async def test_serves_a_store_and_stops_on_sigterm(tmp_path: Path, broker: MosquittoBroker, mqtt: MqttClient) -> None:
     pki = tmp_path / "pki"
-    subprocess.run([*CLI, "simulate", "--init-pki", str(pki)], check=True, capture_output=True, timeout=60)
+    with trio.fail_after(60):
+        await trio.run_process([*CLI, "simulate", "--init-pki", str(pki)], capture_stdout=True, capture_stderr=True)
     process = await trio.lowlevel.open_process(
         [*CLI, "simulate", "--broker", broker.url, "--module-id", "sim", "--certs", str(pki),
          "--heartbeat-interval-ms", "10", "--heartbeat-start", str(2**64 - 2)],

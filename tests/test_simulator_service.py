@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
-from evflow.runtime.models.evse_security import GetCertificateInfoStatus, U64_MAX
+from evflow.runtime.models.evse_security import U64_MAX, GetCertificateInfoStatus
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence
 from evflow.runtime.simulator.pki import PkiLayout, init_pki
 from evflow.runtime.simulator.service import EvseSecuritySimulator, SimulatorOptions

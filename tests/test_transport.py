@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
+
 from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.errors import ConnectError, NotConnected, SubscribeError
 from evflow.runtime.mosquitto import MosquittoBroker

@@ -53,7 +53,7 @@ class CertificateExpiry(Node[CertificateExpiryConfig]):
             raise ValueError(f"the reply names no {self.config.file} file")
         certificate = load_certificate(Path(path))
         not_after = certificate.not_valid_after_utc
-        days = (not_after - datetime.datetime.now(datetime.timezone.utc)).days
+        days = (not_after - datetime.datetime.now(datetime.UTC)).days
         expiry = msg.with_payload({
             "days": days,
             "not_after": not_after.isoformat(),
