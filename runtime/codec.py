@@ -33,6 +33,7 @@ from cattrs.errors import (
 )
 
 from .models.evse_security import U64_MAX, HeartbeatId
+from .models.loose import LooseBool, LooseFloat, LooseInt
 from .models.validators import FieldValueError
 
 T = TypeVar("T")
@@ -95,6 +96,39 @@ def _structure_float(value: Any, _: type) -> float:
     if type(value) is float or type(value) is int:
         return float(value)
     raise TypeError(f"expected a number, got {_type_name(value)}")
+
+
+def _structure_loose_int(value: Any, _: type) -> int:
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if type(value) is str and value.strip().lstrip("+-").isdigit():
+        return int(value.strip())
+    raise TypeError(f"expected an integer (or one written as text), got {_describe_value(value)}")
+
+
+def _structure_loose_float(value: Any, _: type) -> float:
+    if type(value) is int or type(value) is float:
+        return float(value)
+    if type(value) is str:
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise TypeError(f"expected a number (or one written as text), got {_describe_value(value)}")
+
+
+def _structure_loose_bool(value: Any, _: type) -> bool:
+    if type(value) is bool:
+        return value
+    if value in ("true", "false", ""):
+        return value == "true"
+    raise TypeError(f"expected true or false (or \"true\"/\"false\"), got {_describe_value(value)}")
+
+
+def _describe_value(value: Any) -> str:
+    return repr(value) if type(value) is str else _type_name(value)
 
 
 def _structure_u64(value: Any, _: type) -> int:
@@ -187,6 +221,9 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(enum.Enum, _structure_enum)
     conv.register_structure_hook(enum.StrEnum, _structure_enum)
     conv.register_structure_hook(HeartbeatId, _structure_u64)
+    conv.register_structure_hook(LooseInt, _structure_loose_int)
+    conv.register_structure_hook(LooseFloat, _structure_loose_float)
+    conv.register_structure_hook(LooseBool, _structure_loose_bool)
     conv.register_structure_hook_factory(_is_homogeneous_tuple, lambda tp: _array_hook_factory(tp, conv))
     conv.register_structure_hook_factory(attrs.has, _not_a_mapping_guard(conv))
     # Tuples go out as JSON arrays.

@@ -17,16 +17,17 @@ Start and stop are phases with barriers between them (Node-RED's stop has none):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
 from . import redaction
+from .context import Contexts
 from .delivery import Inbox, InboxStats, InFlight, Overflow
 from .errors import EvflowError
-from .failures import FailureRouter
+from .failures import FailureRouter, covers
 from .host import NodeHost, Tap
 from .message import Message
 from .ratelimit import RateLimitedLog
@@ -78,6 +79,7 @@ class FlowEngine:
         self.stopped = trio.Event()
         self._planned: dict[str, PlannedNode] = {planned.id: planned for planned in plan.nodes}
         self._hosts: dict[str, NodeHost] = {}
+        self.contexts = Contexts()
         for planned in plan.nodes:
             for field in attrs.fields(type(planned.config)):
                 value = getattr(planned.config, field.name)
@@ -85,7 +87,9 @@ class FlowEngine:
                     redaction.add(value)
             node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), {"node": planned.name or planned.id})
             self._hosts[planned.id] = NodeHost(
-                node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, log=node_log,
+                node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, group=planned.group,
+                log=node_log, context=self.contexts.node(planned.id), flow=self.contexts.flow(planned.tab),
+                global_context=self.contexts.global_store,
                 error_port=None if planned.is_config else planned.node_class.error_port,
                 failures=self._failures, in_flight=self._in_flight,
                 log_error=RateLimitedLog(node_log, logging.ERROR), hosts=self._hosts,
@@ -191,6 +195,7 @@ class FlowEngine:
             scope = planned.node_class.error_scope(planned.config)
             if scope is not None:
                 self._failures.add_catcher(host, scope)
+        _watch(hosts, self._planned)
         async with trio.open_nursery() as workers:
             for host in hosts:
                 if host.inbox is not None:
@@ -355,6 +360,19 @@ async def _close_all(hosts: list[NodeHost], what: str, timeout: float) -> None:
         for host in hosts:
             if host.instance is not None:
                 closing.start_soon(close, host)
+
+
+def _watch(hosts: list[NodeHost], planned: Mapping[str, PlannedNode]) -> None:
+    """Tell each node who watches its status and its completed messages."""
+    for watcher in hosts:
+        node = planned[watcher.node_id]
+        status_scope = node.node_class.status_scope(node.config)
+        complete_scope = node.node_class.complete_scope(node.config)
+        for host in hosts:
+            if status_scope is not None and covers(status_scope, watcher, host):
+                host.status_watchers.append(watcher)
+            if complete_scope is not None and covers(complete_scope, watcher, host):
+                host.complete_watchers.append(watcher)
 
 
 def _in_dependency_order(planned: list[PlannedNode], by_id: dict[str, PlannedNode]) -> list[str]:

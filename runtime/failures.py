@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 from .errors import leaves
 from .message import Message, NodeError, new_message
-from .nodeapi import ErrorScope
+from .nodeapi import Scope
 
 if TYPE_CHECKING:
     from .host import NodeHost
 
-__all__ = ["MAX_ERROR_DEPTH", "FailureRouter"]
+__all__ = ["MAX_ERROR_DEPTH", "FailureRouter", "covers"]
 
 # Errors caused while handling an error message, in a row, before the engine stops routing them.
 MAX_ERROR_DEPTH = 10
@@ -23,11 +23,11 @@ MAX_ERROR_DEPTH = 10
 
 class FailureRouter:
     def __init__(self) -> None:
-        self._catchers: list[tuple[NodeHost, ErrorScope]] = []
+        self._catchers: list[tuple[NodeHost, Scope]] = []
         self.errors_logged = 0
         self.errors_routed = 0
 
-    def add_catcher(self, host: NodeHost, scope: ErrorScope) -> None:
+    def add_catcher(self, host: NodeHost, scope: Scope) -> None:
         self._catchers.append((host, scope))
 
     async def route(self, host: NodeHost, error: BaseException | str, msg: Message | None) -> None:
@@ -59,15 +59,20 @@ class FailureRouter:
         host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log
 
     def _catchers_of(self, host: NodeHost) -> list[NodeHost]:
-        scoped = [
-            (catcher, scope)
-            for catcher, scope in self._catchers
-            if catcher is not host
-            and (scope.node_ids is not None and host.node_id in scope.node_ids
-                 or scope.node_ids is None and catcher.tab == host.tab)
-        ]
+        scoped = [(catcher, scope) for catcher, scope in self._catchers if covers(scope, catcher, host)]
         regular = [catcher for catcher, scope in scoped if not scope.uncaught]
         return regular or [catcher for catcher, scope in scoped if scope.uncaught]
+
+
+def covers(scope: Scope, watcher: NodeHost, host: NodeHost) -> bool:
+    """Whether ``watcher``, with ``scope``, receives ``host``'s events (failures, status, completion)."""
+    if watcher is host:
+        return False
+    if scope.node_ids is not None:
+        return host.node_id in scope.node_ids
+    if scope.group:
+        return bool(watcher.group) and host.group == watcher.group
+    return watcher.tab == host.tab
 
 
 def _describe(error: BaseException | str) -> tuple[str, str]:

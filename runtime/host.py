@@ -4,14 +4,16 @@ way to report failures. The engine makes one per node; nodes see only the ``Node
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import trio
 
+from .context import ContextStore
 from .delivery import Inbox, InFlight
 from .failures import FailureRouter
-from .message import Message
+from .message import Message, new_message
 from .nodeapi import ConfigNode
 from .ratelimit import RateLimitedLog
 
@@ -49,18 +51,32 @@ class NodeHost:
         node_type: str,
         name: str,
         tab: str,
+        group: str,
         log: Any,
         error_port: int | None,
         failures: FailureRouter,
         in_flight: InFlight,
         log_error: RateLimitedLog,
         hosts: Mapping[str, NodeHost],
+        context: ContextStore,
+        flow: ContextStore,
+        global_context: ContextStore,
     ) -> None:
         self.node_id = node_id
         self.node_type = node_type
         self.name = name
         self.tab = tab
+        self.group = group
         self.log = log
+        self.context = context
+        self.flow = flow
+        self.global_context = global_context
+        # The status it shows now (Node-RED's node.status), and who is told when it changes.
+        self.last_status: Mapping[str, Any] = {}
+        self.status_watchers: list[NodeHost] = []
+        # Who receives each message it finished handling (Node-RED's complete node).
+        self.complete_watchers: list[NodeHost] = []
+        self.events_dropped = 0
         self.error_port = error_port
         self.log_error = log_error
         self.instance: Any = None
@@ -139,6 +155,43 @@ class NodeHost:
     def config_node(self, node_id: str) -> ConfigNode[Any]:
         return self._hosts[node_id].instance  # type: ignore[no-any-return]
 
+    async def send_to(self, node_id: str, msg: Message) -> None:
+        target = self._hosts.get(node_id)
+        if target is None or target.inbox is None:
+            raise ValueError(f"no node {node_id!r} that takes input")
+        if not await target.inbox.put(msg):
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def env(self, name: str) -> str | None:
+        match name:
+            case "NR_NODE_ID":
+                return self.node_id
+            case "NR_NODE_NAME":
+                return self.name
+            case "NR_FLOW_ID":
+                return self.tab
+            case "NR_GROUP_ID":
+                return self.group
+        return os.environ.get(name)
+
+    def status(self, status: Mapping[str, Any]) -> None:
+        self.last_status = dict(status)
+        if not self.status_watchers:
+            return
+        shown = {key: status[key] for key in ("fill", "shape", "text") if key in status}
+        shown["source"] = {"id": self.node_id, "type": self.node_type, "name": self.name}
+        self._tell(self.status_watchers, new_message(None).with_props({"status": shown}))
+
+    def _tell(self, watchers: list[NodeHost], msg: Message) -> None:
+        """Hand an event to the nodes watching this one, without waiting: one whose queue is full
+        misses it, counted (an event must never hold the node that caused it)."""
+        for index, watcher in enumerate(watchers):
+            inbox = watcher.inbox
+            if inbox is not None and inbox.has_room():
+                inbox.offer(msg if index == 0 else msg.copy())
+            else:
+                self.events_dropped += 1
+
     # ---- the engine's side -----------------------------------------------------------------------
 
     def is_wired(self, port: int) -> bool:
@@ -150,6 +203,9 @@ class NodeHost:
             await self.instance.receive(msg)
         except Exception as exc:
             await self._failures.route(self, exc, msg)
+        else:
+            if self.complete_watchers:
+                self._tell(self.complete_watchers, msg.copy())
 
     def request_stop(self) -> None:
         """Stop this source: now, or, when it is in the middle of sending, once that send is done

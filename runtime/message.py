@@ -43,31 +43,44 @@ class Message:
     ``meta`` is an open mapping for what nodes want to carry along; it is shared, not copied (it
     may hold handles, such as a reply channel). ``error`` is set on messages routed to an error
     port or a ``catch`` node.
+
+    ``props`` holds every other ``msg.*`` property of Node-RED's free message object (``msg.parts``,
+    ``msg.delay``, whatever a ``change`` or ``function`` node sets): JSON-like values, owned and
+    copied like the payload. :mod:`evflow.runtime.properties` reads and writes all of a message's
+    properties by Node-RED's property expressions.
     """
 
     payload: Any
-    topic: str = ""
+    # Node-RED's msg.topic: usually text; a node that sets it to something else may.
+    topic: Any = ""
     msg_id: int = attrs.field(factory=lambda: next(_ids))
     meta: Mapping[str, Any] = EMPTY_META
     error: NodeError | None = None
+    props: Mapping[str, Any] = EMPTY_META
 
     def with_payload(self, payload: Any, topic: str | None = None) -> Message:
-        """The same message (id, meta) carrying a new payload: the common step of a node."""
-        return Message(payload, self.topic if topic is None else topic, self.msg_id, self.meta, self.error)
+        """The same message (id, meta, other properties) carrying a new payload: the common step of a node."""
+        return Message(payload, self.topic if topic is None else topic, self.msg_id, self.meta, self.error, self.props)
 
-    def with_error(self, error: NodeError) -> Message:
-        return Message(self.payload, self.topic, self.msg_id, self.meta, error)
+    def with_error(self, error: NodeError | None) -> Message:
+        return Message(self.payload, self.topic, self.msg_id, self.meta, error, self.props)
+
+    def with_props(self, props: Mapping[str, Any]) -> Message:
+        return Message(self.payload, self.topic, self.msg_id, self.meta, self.error, props)
 
     def copy(self) -> Message:
-        """This message with a payload of its own (see above); itself when its payload holds no
-        container that could change."""
+        """This message with a payload and properties of its own (see above); itself when they hold
+        no container that could change."""
         payload = copy_value(self.payload)
-        if payload is self.payload:
+        props = self.props
+        if props:
+            props = {key: copy_value(value) for key, value in props.items()}
+        elif payload is self.payload:
             return self
-        return Message(payload, self.topic, self.msg_id, self.meta, self.error)
+        return Message(payload, self.topic, self.msg_id, self.meta, self.error, props)
 
 
-def new_message(payload: Any, topic: str = "", **meta: Any) -> Message:
+def new_message(payload: Any, topic: Any = "", **meta: Any) -> Message:
     return Message(payload, topic, next(_ids), MappingProxyType(meta) if meta else EMPTY_META)
 
 

@@ -42,12 +42,27 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 import attrs
 import trio
 
+from .context import ContextStore
 from .errors import EvflowError
 from .message import Message, NodeError, new_message
+from .models.loose import LooseBool, LooseFloat, LooseInt
 from .models.validators import FieldValueError, field_check, number_range, one_of
+from .properties import UNDEFINED, PropertyError, delete_property, get_property, parse_property, set_property
+from .typedinput import TypedValue, TypedValueError
 
 __all__ = [
     "API_VERSION",
+    "UNDEFINED",
+    "LooseBool",
+    "LooseFloat",
+    "LooseInt",
+    "PropertyError",
+    "TypedValue",
+    "TypedValueError",
+    "delete_property",
+    "get_property",
+    "parse_property",
+    "set_property",
     "FieldValueError",
     "field_check",
     "number_range",
@@ -59,6 +74,7 @@ __all__ = [
     "NodeError",
     "ConfigWarning",
     "ErrorScope",
+    "Scope",
     "new_message",
     "ref",
     "run_service",
@@ -87,13 +103,19 @@ def secret(**field_options: Any) -> Any:
 
 
 @attrs.frozen
-class ErrorScope:
-    """Which failures a node receives as input (Node-RED's ``catch``): those of the nodes listed in
-    ``node_ids``, or of every node on its tab when ``node_ids`` is None; ``uncaught`` only those no
-    other catching node of the tab took."""
+class Scope:
+    """Whose events a node receives as input (Node-RED's ``catch``, ``status`` and ``complete``): those
+    of the nodes listed in ``node_ids``; else, with ``group``, of every node in the watching node's
+    group; else of every node on its tab. ``uncaught`` (failures only): those no other catching node
+    took."""
 
     node_ids: frozenset[str] | None = None
     uncaught: bool = False
+    group: bool = False
+
+
+# The name under which node API version 1 first offered it, for failures.
+ErrorScope = Scope
 
 
 @attrs.frozen
@@ -112,7 +134,21 @@ class NodeContext(Protocol):
     node_type: str
     name: str
     tab: str
+    # the Node-RED group (``g``) the node is in, or ""
+    group: str
     log: logging.Logger
+    # Node-RED's context stores: the node's own, its tab's (``flow``) and the global one
+    context: ContextStore
+    flow: ContextStore
+    global_context: ContextStore
+
+    def env(self, name: str) -> str | None:
+        """An environment variable as Node-RED's ``env.get`` reads it: ``NR_NODE_ID``,
+        ``NR_NODE_NAME``, ``NR_FLOW_ID``, ``NR_GROUP_ID``, else the process environment."""
+
+    def status(self, status: Mapping[str, Any]) -> None:
+        """Show a short status (Node-RED's ``node.status``: ``fill``, ``shape``, ``text``); it goes
+        to the ``status`` nodes whose scope covers this node. An empty mapping clears it."""
 
     async def send(self, msg: Message, port: int = 0) -> None:
         """Deliver ``msg`` to every node wired to ``port``, in order; waits while a receiver's queue
@@ -142,6 +178,11 @@ class NodeContext(Protocol):
 
     def config_node(self, node_id: str) -> ConfigNode[Any]:
         """The running config node with this id (already validated to exist and be of the right type)."""
+
+    async def send_to(self, node_id: str, msg: Message) -> None:
+        """Deliver ``msg`` to the input of the node ``node_id``, as a wire would (Node-RED's ``link``
+        nodes: a ``link call`` and the ``link out`` that returns to it). ``ValueError`` when there
+        is no such node taking input."""
 
 
 class Node(Generic[ConfigT]):
@@ -179,13 +220,29 @@ class Node(Generic[ConfigT]):
         return []
 
     @classmethod
+    def links(cls, config: ConfigT) -> tuple[str, ...]:
+        """Ids of nodes wired to output port 0 by the config rather than by ``wires`` (Node-RED's
+        ``link out``: its ``links``); checked and delivered to like wires."""
+        return ()
+
+    @classmethod
     def concurrency_of(cls, config: ConfigT) -> int:
         """How many messages this node may work on at once (default: the ``concurrency`` attribute)."""
         return cls.concurrency
 
     @classmethod
-    def error_scope(cls, config: ConfigT) -> ErrorScope | None:
+    def error_scope(cls, config: ConfigT) -> Scope | None:
         """For a node that catches failures of others (``catch``): which. None for every other node."""
+        return None
+
+    @classmethod
+    def status_scope(cls, config: ConfigT) -> Scope | None:
+        """For a node that receives the status changes of others (``status``): whose."""
+        return None
+
+    @classmethod
+    def complete_scope(cls, config: ConfigT) -> Scope | None:
+        """For a node that receives the messages others finished handling (``complete``): whose."""
         return None
 
     async def send(self, msg: Message, port: int = 0) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .configdoc import field_docs
+from .models.loose import LooseBool, LooseFloat, LooseInt
 from .nodeapi import ConfigNode
 from .registry import Registry
 from .validate import OVERFLOW_POLICIES, STRUCTURAL_TYPES
@@ -45,8 +46,13 @@ def type_schema(tp: Any) -> dict[str, Any]:
     simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
     if tp in simple:
         return {"type": simple[tp]}
+    if tp in _LOOSE:
+        return {"anyOf": [{"type": _LOOSE[tp]}, {"type": "string"}]}
     supertype = getattr(tp, "__supertype__", None)  # a NewType
     return type_schema(supertype) if supertype is not None else {}
+
+
+_LOOSE = {LooseInt: "integer", LooseFloat: "number", LooseBool: "boolean"}
 
 
 def object_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -65,6 +65,12 @@ class FlowUnderTest:
         await self.engine.inject(node_id, msg)
         return msg
 
+    async def inject_message(self, node_id: str, msg: Message) -> Message:
+        """Send ``msg`` (made with :func:`~evflow.runtime.message.new_message`, perhaps with other
+        properties: ``msg.with_props({...})``) into ``node_id``'s input; returns it."""
+        await self.engine.inject(node_id, msg)
+        return msg
+
     async def expect(self, node_id: str, port: int = 0, timeout: float = 5.0) -> Message:
         """The next message ``node_id`` sends on ``port`` (messages on other ports are kept for later
         calls); ``trio.TooSlowError`` after ``timeout`` seconds."""

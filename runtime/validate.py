@@ -39,6 +39,7 @@ class PlannedNode:
     name: str
     queue_size: int | None = None  # None: the engine's default
     overflow: str = "block"
+    group: str = ""  # Node-RED's ``g``
 
     @property
     def id(self) -> str:
@@ -119,7 +120,9 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
             configured.append((record, config))
         queue = _queue_settings(record, node_class, problem)
         if config is not None and wires is not None and queue is not None:
-            planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name, *queue))
+            group = record.data.get("g", "")
+            planned.append(PlannedNode(record, node_class, config, wires, tab if isinstance(tab, str) else "", name,
+                                       *queue, group=group if isinstance(group, str) else ""))
 
     planned_ids = {p.id for p in planned}
     for record, config in configured:
@@ -197,6 +200,10 @@ def _wires(
 ) -> tuple[tuple[str, ...], ...] | None:
     raw = record.data.get("wires", [])
     path = f"{record.path}.wires"
+    links = node_class.links(config) if config is not None and not issubclass(node_class, ConfigNode) else ()
+    if links:
+        raw = [list(links), *raw[1:]] if isinstance(raw, list) and raw else [list(links)]
+        path = f"{record.path}.links"
     if issubclass(node_class, ConfigNode):
         if raw not in ([], None):
             problem(record, "a config node has no wires", path)
