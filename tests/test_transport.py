@@ -25,6 +25,20 @@ async def test_publish_subscribe_roundtrip(mqtt: MqttClient) -> None:
     assert (message.topic, message.payload, message.qos) == ("t/a", b"hello", 1)
 
 
+async def test_qos2_both_ways_completes_each_handshake(mqtt: MqttClient, broker: MosquittoBroker) -> None:
+    """QoS 2 as Node-RED's mqtt nodes offer it: a publish returns on PUBCOMP, and a received message
+    is acknowledged (PUBREC, then PUBCOMP), so the broker delivers each exactly once and keeps none."""
+    sub = await mqtt.subscribe("t/q2", qos=2)
+    for n in range(20):
+        await mqtt.publish("t/q2", str(n).encode(), qos=2)
+    with trio.fail_after(5):
+        received = [(await sub.receive()) for _ in range(20)]
+    assert [m.payload for m in received] == [str(n).encode() for n in range(20)]
+    assert {m.qos for m in received} == {2}
+    # Every handshake finished: nothing of ours is still waiting for an acknowledgement.
+    assert mqtt.unacknowledged == 0
+
+
 async def test_wildcards_route_to_each_matching_subscriber(mqtt: MqttClient) -> None:
     plus = await mqtt.subscribe("w/+/x")
     hash_ = await mqtt.subscribe("w/#")

@@ -22,7 +22,7 @@ W = TypeVar("W")
 
 
 class PubackTable(Generic[W]):
-    """QoS 1 messages published and not yet acknowledged, by packet id, each with an optional
+    """QoS 1 and 2 messages published and not yet acknowledged (PUBACK, PUBCOMP), by packet id, each with an optional
     waiter and a way to ask whether it was acknowledged.
 
     A message keeps its packet id when it is sent again after a reconnect, so its entry stays

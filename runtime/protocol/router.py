@@ -73,8 +73,8 @@ class Route:
 
     def __attrs_post_init__(self) -> None:
         validate_filter(self.topic_filter)
-        if self.qos not in (0, 1):
-            raise ValueError(f"QoS must be 0 or 1, got {self.qos}")
+        if self.qos not in (0, 1, 2):
+            raise ValueError(f"QoS must be 0, 1 or 2, got {self.qos}")
         self.wildcard = "+" in self.topic_filter or "#" in self.topic_filter
         self.matches = compile_filter(self.topic_filter)
 

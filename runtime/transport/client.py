@@ -180,8 +180,9 @@ class MqttClient:
                     self.stats.undeliverable += 1
         if qos:
             # Routed: in a subscriber's buffer or backlog, or dropped and counted. Acknowledged from
-            # inside the callback, paho queues the PUBACK, and the writer sends a burst's at once.
-            self._paho.ack(message.mid, 1)
+            # inside the callback, paho queues the PUBACK (QoS 2: PUBREC, and PUBCOMP on the broker's
+            # PUBREL), and the writer sends a burst's at once.
+            self._paho.ack(message.mid, qos)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -357,6 +358,11 @@ class MqttClient:
             self._room_wanted = False
             room, self._room = self._room, trio.Event()
             room.set()
+
+    @property
+    def unacknowledged(self) -> int:
+        """Messages published at QoS 1 or 2 whose handshake with the broker is not finished."""
+        return len(self._pubacks)
 
     def _full(self, qos: int) -> str | None:
         """Why a publish at ``qos`` would raise :class:`OutgoingFull` now (None: it would not)."""
