@@ -25,30 +25,16 @@ import attrs
 
 from evflow.runtime.codec import FieldValueError
 from evflow.runtime.message import Message
+from evflow.runtime.nodeapi import UNDEFINED
 
 __all__ = ["MISSING", "ROOTS", "PropertyPath", "check_path", "path_field", "path_validator"]
 
 ROOTS = frozenset({"payload", "topic", "msg_id", "meta", "error"})
 
 
-class _Missing:
-    """What a path that leads nowhere resolves to (not ``None``: ``null`` is a value)."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Any = _Missing()
+# What a path that leads nowhere resolves to (not ``None``: ``null`` is a value): JavaScript's
+# ``undefined``, the same value Node-RED's property expressions give.
+MISSING: Any = UNDEFINED
 
 # One dotted part: a name (anything but separators and spaces), then any number of "[N]" indexes.
 _PART = re.compile(r"([^.\[\]{}\s]+)((?:\[[0-9]+\])*)")

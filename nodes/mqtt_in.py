@@ -1,9 +1,20 @@
-"""``mqtt in``: messages from a broker topic (filter), as Node-RED's node of the same name."""
+"""``mqtt in``: messages from a broker topic (filter), as Node-RED's node of the same name.
+
+Node-RED 4's properties: ``topic``, ``qos`` (0, 1, 2), ``datatype`` (``auto``: text when the payload is
+UTF-8, else bytes; ``auto-detect``: parsed JSON when it parses, else as ``auto``; ``utf8``; ``json``, an
+error for what does not parse; ``buffer``: bytes; ``base64``: the payload's base64 text), ``broker``,
+and the MQTT 5 and editor keys ``nl``, ``rap``, ``rh``, which MQTT 3.1.1 has no use for. Each message
+carries ``msg.topic``, ``msg.payload``, ``msg.qos`` and ``msg.retain``, as in Node-RED. Dynamic
+subscriptions (``inputs: 1``) are not supported yet. evflow's own: ``queue_size`` and ``overflow``.
+"""
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -11,7 +22,7 @@ import trio
 
 from evflow.runtime.codec import CodecError, load_json
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
+from evflow.runtime.nodeapi import LooseInt, LooseStr, Node, field_check, number_range, ref
 from evflow.runtime.protocol.topics import validate_filter
 from evflow.runtime.transport import MqttClient, MqttMessage, Overflow, Subscription
 
@@ -20,10 +31,13 @@ _YIELD_EVERY = 64
 
 
 class Datatype(enum.StrEnum):
-    AUTO = "auto"  # JSON when it parses, else text when it is UTF-8, else bytes
+    AUTO = "auto"  # text when it is UTF-8, else bytes
+    AUTO_DETECT = "auto-detect"  # JSON when it parses, else as AUTO
     JSON = "json"  # JSON, or an error
-    UTF8 = "utf8"  # text, or an error
-    BYTES = "bytes"  # the payload as it came
+    UTF8 = "utf8"  # text (bytes that are not UTF-8 become U+FFFD)
+    BUFFER = "buffer"  # the payload as it came
+    BASE64 = "base64"  # the payload's base64 text
+    BYTES = "bytes"  # evflow's name before Node-RED's: refused, naming "buffer"
 
 
 @attrs.frozen(kw_only=True)
@@ -32,23 +46,51 @@ class MqttInConfig:
     broker: str = ref("mqtt-broker")
     # topic filter; + and # wildcards allowed
     topic: str = attrs.field(validator=field_check(validate_filter))
-    qos: int = attrs.field(default=0, validator=one_of(0, 1))
-    # how to read the payload: "auto", "json", "utf8" or "bytes"
-    datatype: Datatype = Datatype.AUTO
+    qos: LooseStr = attrs.field(default="0", validator=field_check(lambda v: _qos(v)))
+    # how to read the payload: auto, auto-detect, json, utf8, buffer or base64
+    datatype: Datatype = Datatype.AUTO_DETECT
+    # 1: subscriptions set by input messages (msg.action): not supported yet
+    inputs: LooseInt = 0
+    nl: bool = False
+    rap: bool = True
+    rh: LooseInt = 0
+    topicType: str = "topic"
     # messages buffered between the broker and this node, and what happens when it is full
     queue_size: int = attrs.field(default=64, validator=number_range(1))
     overflow: Overflow = Overflow.BLOCK
 
 
-def _auto(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested beyond what Python parses
-        pass
+def _qos(value: str) -> int:
+    text = value.strip()
+    if text not in ("0", "1", "2"):
+        raise ValueError(f"QoS must be 0, 1 or 2, got {value!r}")
+    return int(text)
+
+
+def _text(data: bytes) -> Any:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data
+
+
+def _auto_detect(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested beyond what Python parses
+        return _text(data)
+
+
+_DECODERS: Mapping[Datatype, Any] = {
+    Datatype.AUTO: _text,
+    Datatype.AUTO_DETECT: _auto_detect,
+    Datatype.JSON: load_json,
+    Datatype.UTF8: lambda data: data.decode("utf-8", errors="replace"),
+    Datatype.BUFFER: lambda data: data,
+    Datatype.BASE64: lambda data: base64.b64encode(data).decode("ascii"),
+}
+# msg.qos and msg.retain, one shared read-only mapping per combination (copied when a node changes one).
+_PROPS = {(qos, retain): MappingProxyType({"qos": qos, "retain": retain}) for qos in (0, 1, 2) for retain in (False, True)}
 
 
 class MqttIn(Node[MqttInConfig]):
@@ -58,6 +100,20 @@ class MqttIn(Node[MqttInConfig]):
     Config = MqttInConfig
     is_source = True
     has_input = False
+
+    @classmethod
+    def check(cls, config: MqttInConfig) -> list[Any]:
+        if config.datatype is Datatype.BYTES:
+            raise ValueError('datatype "bytes" is Node-RED\'s "buffer" now @ $.datatype')
+        if config.inputs:
+            raise ValueError("dynamic subscriptions (inputs: 1) are not supported yet @ $.inputs")
+        if config.topicType not in ("topic", ""):
+            raise ValueError(f"topicType {config.topicType!r} is not supported @ $.topicType")
+        return []
+
+    def __init__(self, context: Any, config: MqttInConfig) -> None:
+        super().__init__(context, config)
+        self._decode = _DECODERS[config.datatype]
 
     def stats(self) -> dict[str, int]:
         if not hasattr(self, "subscription"):
@@ -72,7 +128,7 @@ class MqttIn(Node[MqttInConfig]):
         mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
         c = self.config
         self.subscription: Subscription = await mqtt.subscribe(
-            c.topic, qos=c.qos, max_buffer=c.queue_size, overflow=c.overflow
+            c.topic, qos=_qos(c.qos), max_buffer=c.queue_size, overflow=c.overflow
         )
 
     async def run(self) -> None:
@@ -109,9 +165,10 @@ class MqttIn(Node[MqttInConfig]):
                 except (CodecError, UnicodeDecodeError) as exc:
                     self.undecodable += 1
                     problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
-                    await self.context.error(f"{problem} (topic {topic})", Message(data, topic))
+                    failed = Message(data, topic, props=_PROPS[incoming.qos, incoming.retain])
+                    await self.context.error(f"{problem} (topic {topic})", failed)
                     continue
-                await send(Message(payload, topic), 0)
+                await send(Message(payload, topic, props=_PROPS[incoming.qos, incoming.retain]), 0)
         finally:
             subscription.take = None
 
@@ -123,19 +180,10 @@ class MqttIn(Node[MqttInConfig]):
             payload = self._decode(incoming.payload)
         except (CodecError, UnicodeDecodeError):
             return False  # this task reports it
-        if not self.context.send_nowait(Message(payload, incoming.topic), 0):
+        if not self.context.send_nowait(Message(payload, incoming.topic, props=_PROPS[incoming.qos, incoming.retain]), 0):
             return False
         self.received += 1
         return True
-
-    def _decode(self, data: bytes) -> Any:
-        """The payload per ``datatype`` (CodecError, UnicodeDecodeError when it is not of that type)."""
-        datatype = self.config.datatype
-        if datatype is Datatype.BYTES:
-            return data
-        if datatype is Datatype.AUTO:
-            return _auto(data)
-        return load_json(data) if datatype is Datatype.JSON else data.decode("utf-8")
 
     async def close(self) -> None:
         # Messages received but not yet taken when the flow stops: reported, not silently gone.

@@ -1,10 +1,18 @@
-"""``mqtt out``: publishes each message's payload, as Node-RED's node of the same name."""
+"""``mqtt out``: publishes each message's payload, as Node-RED's node of the same name.
+
+Node-RED 4's properties: ``topic`` (empty: ``msg.topic``), ``qos`` (empty: ``msg.qos``, else 0),
+``retain`` (empty: ``msg.retain``), ``broker``; the MQTT 5 ones (``respTopic``, ``contentType``,
+``userProps``, ``correl``, ``expiry``) are accepted and, over MQTT 3.1.1, not sent. The payload goes
+out as Node-RED sends it: bytes as they are, text as UTF-8, ``null`` as nothing, objects and arrays as
+compact JSON (typed replies in the JSON form EVerest sent), numbers and booleans as their text; a
+message without a payload is not published. evflow's own: ``allowed_topics`` (the filters that
+``msg.topic`` must match when ``topic`` is empty), ``window`` and ``overflow``.
+"""
 
 from __future__ import annotations
 
 import collections
 import enum
-import json
 import logging
 from typing import Any
 
@@ -13,7 +21,7 @@ import attrs
 from evflow.runtime.codec import encode_json
 from evflow.runtime.errors import OutgoingFull
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import Node, field_check, number_range, one_of, ref
+from evflow.runtime.nodeapi import UNDEFINED, ConfigWarning, LooseStr, Node, field_check, number_range, ref
 from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
 from evflow.runtime.ratelimit import RateLimitedLog
@@ -27,18 +35,37 @@ class WhenFull(enum.StrEnum):
     DROP_NEWEST = "drop-newest"  # drop the message (counted, logged)
 
 
+def _qos(value: str, _: Any = None) -> int:
+    """The node's ``qos``: 0, 1 or 2 (empty: 0)."""
+    text = value.strip() or "0"
+    if text not in ("0", "1", "2"):
+        raise ValueError(f"QoS must be 0, 1 or 2, got {text!r}")
+    return int(text)
+
+
+def _msg_qos(value: Any) -> int:
+    """``msg.qos`` as Node-RED reads it: what is not 0, 1 or 2 counts as 0."""
+    text = str(value).strip()
+    return int(text) if text in ("1", "2") else 0
+
+
 @attrs.frozen(kw_only=True)
 class MqttOutConfig:
     # id of an mqtt-broker node
     broker: str = ref("mqtt-broker")
-    # topic to publish to; when not set, msg.topic
-    topic: str | None = attrs.field(
-        default=None, validator=field_check(lambda v: v is None or validate_publish_topic(v))
-    )
+    # topic to publish to; empty: msg.topic
+    topic: str = attrs.field(default="", validator=field_check(lambda v: v == "" or validate_publish_topic(v)))
     # with no `topic`: the filters msg.topic must match (a flow publishes only where it says it does)
     allowed_topics: tuple[str, ...] = attrs.field(default=(), validator=field_check(lambda v: [validate_filter(f) for f in v]))
-    qos: int = attrs.field(default=0, validator=one_of(0, 1))
-    retain: bool = False
+    # 0, 1 or 2; empty: msg.qos (else 0)
+    qos: LooseStr = attrs.field(default="", validator=field_check(_qos))
+    # true or false; empty: msg.retain (else false)
+    retain: LooseStr = ""
+    respTopic: str = ""
+    contentType: str = ""
+    userProps: Any = ""
+    correl: str = ""
+    expiry: LooseStr = ""
     # QoS 1: messages published and not yet acknowledged by the broker before this node waits for the
     # oldest acknowledgement (and so holds back the nodes that send to it)
     window: int = attrs.field(default=100, validator=number_range(1, 1000))
@@ -48,20 +75,34 @@ class MqttOutConfig:
 
 
 def encode_payload(payload: Any) -> bytes:
-    """bytes as they are, text as UTF-8, anything else (numbers, objects, typed replies) as JSON
-    through the codec, so a reply is forwarded as the JSON EVerest sent."""
+    """As Node-RED's ``mqtt out`` sends a payload: bytes as they are, text as UTF-8, ``null`` as
+    nothing, numbers and booleans as their text, anything else (objects, arrays, typed replies) as
+    compact JSON through the codec, so a reply is forwarded as the JSON EVerest sent."""
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
     if isinstance(payload, str):
         return payload.encode()
     if payload is None:
         return b""
-    if type(payload) in _JSON_SCALARS:  # the common case on a hot path: no converter dispatch
-        return json.dumps(payload).encode()
+    kind = type(payload)
+    if kind is bool:
+        return b"true" if payload else b"false"
+    if kind is int:
+        return str(payload).encode()
+    if kind is float:
+        return js_number_text(payload).encode()
     return encode_json(payload)
 
 
-_JSON_SCALARS = frozenset({int, float, bool})
+def js_number_text(value: float) -> str:
+    """A float as JavaScript prints it: 2.0 as "2", NaN as "NaN"."""
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
 
 
 class MqttOut(Node[MqttOutConfig]):
@@ -77,11 +118,21 @@ class MqttOut(Node[MqttOutConfig]):
 
     @classmethod
     def check(cls, config: MqttOutConfig) -> list[Any]:
-        if config.topic is None and not config.allowed_topics:
-            raise ValueError("set `topic`, or `allowed_topics` (the filters msg.topic may match) @ $.topic")
-        if config.topic is not None and config.allowed_topics:
+        if config.topic and config.allowed_topics:
             raise ValueError("`allowed_topics` is for msg.topic: it has no use with a fixed `topic` @ $.allowed_topics")
+        if config.retain.strip() not in ("", "true", "false"):
+            raise ValueError(f"retain must be true, false or empty, got {config.retain!r} @ $.retain")
+        if not config.topic and not config.allowed_topics:
+            return [ConfigWarning("$.topic", "publishes wherever msg.topic says: set `allowed_topics` (the "
+                                  "filters msg.topic may match) to keep this flow to its own topics")]
         return []
+
+    def __init__(self, context: Any, config: MqttOutConfig) -> None:
+        super().__init__(context, config)
+        # Fixed when the node says; else read from each message (Node-RED's node.qos || msg.qos).
+        self._qos = _qos(config.qos) if config.qos.strip() else None
+        retain = config.retain.strip()
+        self._retain = (retain == "true") if retain else None
 
     async def start(self) -> None:
         self.mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
@@ -95,23 +146,29 @@ class MqttOut(Node[MqttOutConfig]):
 
     async def receive(self, msg: Message) -> None:
         config = self.config
+        if msg.payload is UNDEFINED:
+            return  # Node-RED publishes nothing for a message without a payload
         topic = config.topic or msg.topic
         if not config.topic:
+            if not isinstance(topic, str) or not topic:
+                raise TopicError("no topic: the node has none and msg.topic is not set")
             validate_publish_topic(topic)  # raises TopicError, routed as this message's failure
-            if not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
+            if config.allowed_topics and not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
                 raise TopicError(f"msg.topic {topic!r} is not among this node's allowed_topics")
+        qos = self._qos if self._qos is not None else _msg_qos(msg.props.get("qos"))
+        retain = self._retain if self._retain is not None else msg.props.get("retain") in (True, "true")
         payload = encode_payload(msg.payload)
         if config.overflow is WhenFull.BLOCK:
-            done = await self.mqtt.publish_when_room(topic, payload, config.qos, config.retain)
+            done = await self.mqtt.publish_when_room(topic, payload, qos, retain)
         else:
             try:
-                done = self.mqtt.publish_tracked(topic, payload, config.qos, config.retain)
+                done = self.mqtt.publish_tracked(topic, payload, qos, retain)
             except OutgoingFull as full:
                 self.dropped += 1
                 self._log_drop("dropped a message: %s (%d dropped so far)", full, self.dropped)
                 return
         self.published += 1
-        if config.qos:
+        if qos:
             pending = self._unacknowledged
             pending.append(done)
             while pending and pending[0].is_set:

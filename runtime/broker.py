@@ -12,7 +12,7 @@ import urllib.parse
 
 import attrs
 
-__all__ = ["BrokerAddress", "BrokerConfig", "BrokerUrlError", "make_tls_context", "parse_broker_url"]
+__all__ = ["BrokerAddress", "BrokerConfig", "BrokerUrlError", "WillMessage", "make_tls_context", "parse_broker_url"]
 
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 
@@ -96,6 +96,16 @@ def _new_client_id() -> str:
     return f"evflow-{secrets.token_hex(6)}"
 
 
+@attrs.frozen
+class WillMessage:
+    """What the broker publishes for this client when its connection is lost without a goodbye."""
+
+    topic: str
+    payload: bytes = b""
+    qos: int = 0
+    retain: bool = False
+
+
 @attrs.frozen(kw_only=True)
 class BrokerConfig:
     """Everything needed to connect to one broker. Secrets are kept out of ``repr``."""
@@ -123,6 +133,12 @@ class BrokerConfig:
     # Reconnect delays: doubling from `reconnect_min` up to `reconnect_max` seconds, with jitter.
     reconnect_min: float = 0.1
     reconnect_max: float = attrs.field(default=30.0)
+    will: WillMessage | None = None
+    # False: the broker keeps this client's subscriptions and queued QoS 1/2 messages across
+    # connections (needs a fixed client id).
+    clean_session: bool = True
+    # 4: MQTT 3.1.1 (what EVerest speaks); 3: MQTT 3.1 (Node-RED's compatibility mode).
+    protocol_level: int = attrs.field(default=4, validator=attrs.validators.in_((3, 4)))
 
     @keepalive.validator
     def _check_keepalive(self, _attribute: object, value: int) -> None:

@@ -33,7 +33,7 @@ from cattrs.errors import (
 )
 
 from .models.evse_security import U64_MAX, HeartbeatId
-from .models.loose import LooseBool, LooseFloat, LooseInt
+from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .models.validators import FieldValueError
 
 T = TypeVar("T")
@@ -125,6 +125,16 @@ def _structure_loose_bool(value: Any, _: type) -> bool:
     if value in ("true", "false", ""):
         return value == "true"
     raise TypeError(f"expected true or false (or \"true\"/\"false\"), got {_describe_value(value)}")
+
+
+def _structure_loose_str(value: Any, _: type) -> str:
+    if type(value) is str:
+        return value
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int or type(value) is float:
+        return json.dumps(value)
+    raise TypeError(f"expected a string or a number, got {_describe_value(value)}")
 
 
 def _describe_value(value: Any) -> str:
@@ -224,6 +234,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(LooseInt, _structure_loose_int)
     conv.register_structure_hook(LooseFloat, _structure_loose_float)
     conv.register_structure_hook(LooseBool, _structure_loose_bool)
+    conv.register_structure_hook(LooseStr, _structure_loose_str)
     conv.register_structure_hook_factory(_is_homogeneous_tuple, lambda tp: _array_hook_factory(tp, conv))
     conv.register_structure_hook_factory(attrs.has, _not_a_mapping_guard(conv))
     # Tuples go out as JSON arrays.

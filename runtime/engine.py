@@ -81,10 +81,7 @@ class FlowEngine:
         self._hosts: dict[str, NodeHost] = {}
         self.contexts = Contexts()
         for planned in plan.nodes:
-            for field in attrs.fields(type(planned.config)):
-                value = getattr(planned.config, field.name)
-                if field.metadata.get("evflow_secret") and isinstance(value, str):
-                    redaction.add(value)
+            _register_secrets(planned.config)
             node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), {"node": planned.name or planned.id})
             self._hosts[planned.id] = NodeHost(
                 node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, group=planned.group,
@@ -360,6 +357,16 @@ async def _close_all(hosts: list[NodeHost], what: str, timeout: float) -> None:
         for host in hosts:
             if host.instance is not None:
                 closing.start_soon(close, host)
+
+
+def _register_secrets(config: Any) -> None:
+    """Every secret of a node's config, at any depth, is masked in what evflow logs."""
+    for field in attrs.fields(type(config)):
+        value = getattr(config, field.name)
+        if field.metadata.get("evflow_secret") and isinstance(value, str):
+            redaction.add(value)
+        elif attrs.has(type(value)):
+            _register_secrets(value)
 
 
 def _watch(hosts: list[NodeHost], planned: Mapping[str, PlannedNode]) -> None:

@@ -1,10 +1,16 @@
 """Reading flow files: Node-RED's ``flows.json`` shape, with ``${VAR}`` from the environment.
 
 A flow file is a JSON array of node objects (``id``, ``type``, optional ``name``, ``z`` tab, ``d``
-disabled, ``wires``, and the type's own properties). In every string value, ``${VAR}`` and
-``${VAR:-default}`` are replaced from the environment when the file is loaded; ``$${`` stands for a
-literal ``${``. Every problem is kept with its file, node id and JSON path, so that validation can
-report them all at once.
+disabled, ``wires``, and the type's own properties), exactly as Node-RED exports them.
+
+Environment variables, as Node-RED reads them: a property value that is *exactly* ``${VAR}`` (or
+Node-RED's older ``$(VAR)``), at any depth, is replaced from the environment when the file is loaded;
+evflow also takes ``${VAR:-default}``. A variable that is not set is an error (Node-RED would keep the
+text ``${VAR}`` and run on with it). Text with a reference *inside* it stays as written, as in
+Node-RED, and code and template bodies (``func``, ``initialize``, ``finalize``, ``template``) are never
+touched: a JavaScript template literal is code, not a reference. (``env`` typed inputs are read when a
+message needs them, see :mod:`evflow.runtime.typedinput`.) Every problem is kept with its file, node id
+and JSON path, so that validation can report them all at once.
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ import attrs
 
 __all__ = ["FlowProblem", "NodeRecord", "load_flow_files", "substitute", "is_env_reference"]
 
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A whole value that is a reference: ${NAME}, ${NAME:-default}, or Node-RED's older $(NAME).
+_REFERENCE = re.compile(r"\$\{(\S+?)(?::-([^}]*))?\}|\$\((\S+)\)")
 _ONLY_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# Node properties holding code or a template body: never substituted.
+VERBATIM_KEYS = frozenset({"func", "initialize", "finalize", "template"})
 
 
 @attrs.frozen
@@ -75,7 +84,7 @@ def is_env_reference(value: object) -> bool:
 
 
 def substitute(value: Any, env: Mapping[str, str], path: str, problems: list[tuple[str, str]]) -> Any:
-    """``value`` with every ``${VAR}`` in its strings replaced; problems as ``(path, message)``."""
+    """``value`` with every string that is exactly a reference replaced; problems as ``(path, message)``."""
     if isinstance(value, str):
         return _substitute_string(value, env, path, problems)
     if isinstance(value, list):
@@ -90,32 +99,19 @@ def _child(path: str, key: str) -> str:
 
 
 def _substitute_string(text: str, env: Mapping[str, str], path: str, problems: list[tuple[str, str]]) -> str:
-    if "$" not in text:
+    if not text.startswith("$"):
         return text
-    out: list[str] = []
-    position = 0
-    while True:
-        start = text.find("${", position)
-        if start < 0:
-            out.append(text[position:])
-            return "".join(out)
-        if start > 0 and text[start - 1] == "$":  # "$${" is a literal "${"
-            out.append(text[position : start - 1] + "${")
-            position = start + 2
-            continue
-        out.append(text[position:start])
-        match = _REFERENCE.match(text, start)
-        if match is None:
-            problems.append((path, f"bad environment reference in {text!r}: write ${{NAME}} or ${{NAME:-default}}"))
-            return text
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            out.append(env[name])
-        elif default is not None:
-            out.append(default)
-        else:
-            problems.append((path, f"environment variable {name} is not set (and ${{{name}}} has no default)"))
-        position = match.end()
+    match = _REFERENCE.fullmatch(text)
+    if match is None:
+        return text
+    name = match.group(1) or match.group(3)
+    default = match.group(2)
+    if name in env:
+        return env[name]
+    if default is not None:
+        return default
+    problems.append((path, f"environment variable {name} is not set (and {text} has no default)"))
+    return text
 
 
 def load_flow_files(paths: Sequence[str | Path], env: Mapping[str, str]) -> tuple[list[NodeRecord], list[FlowProblem]]:
@@ -166,7 +162,8 @@ def _record(file: str, index: int, raw: Any, env: Mapping[str, str]) -> NodeReco
     if found:
         return found
     substitution_problems: list[tuple[str, str]] = []
-    data = substitute(raw, env, path, substitution_problems)
+    data = {key: item if key in VERBATIM_KEYS else substitute(item, env, _child(path, key), substitution_problems)
+            for key, item in raw.items()}
     if substitution_problems:
         return [FlowProblem(file, message, node_id, node_type, where) for where, message in substitution_problems]
     return NodeRecord(file, index, data, raw)

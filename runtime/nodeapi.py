@@ -45,9 +45,18 @@ import trio
 from .context import ContextStore
 from .errors import EvflowError
 from .message import Message, NodeError, new_message
-from .models.loose import LooseBool, LooseFloat, LooseInt
+from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .models.validators import FieldValueError, field_check, number_range, one_of
-from .properties import UNDEFINED, PropertyError, delete_property, get_property, parse_property, set_property
+from .properties import (
+    UNDEFINED,
+    PropertyError,
+    delete_property,
+    error_object,
+    get_property,
+    msg_id_text,
+    parse_property,
+    set_property,
+)
 from .typedinput import TypedValue, TypedValueError
 
 __all__ = [
@@ -56,11 +65,14 @@ __all__ = [
     "LooseBool",
     "LooseFloat",
     "LooseInt",
+    "LooseStr",
     "PropertyError",
     "TypedValue",
     "TypedValueError",
     "delete_property",
+    "error_object",
     "get_property",
+    "msg_id_text",
     "parse_property",
     "set_property",
     "FieldValueError",
@@ -77,6 +89,7 @@ __all__ = [
     "Scope",
     "new_message",
     "ref",
+    "renamed",
     "run_service",
     "secret",
 ]
@@ -91,6 +104,12 @@ def ref(kind: str, **field_options: Any) -> Any:
     """A config field naming another node (by id) that must exist and be of type ``kind``."""
     metadata = {**field_options.pop("metadata", {}), "evflow_ref": kind}
     return attrs.field(metadata=metadata, **field_options)
+
+
+def renamed(new_form: str) -> Any:
+    """A config field that evflow had and that now has another name or form (usually Node-RED's):
+    a flow that still sets it gets a validation error saying ``new_form``."""
+    return attrs.field(default=None, metadata={"evflow_renamed": new_form}, repr=False)
 
 
 def secret(**field_options: Any) -> Any:

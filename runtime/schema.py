@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 
 from .configdoc import field_docs
-from .models.loose import LooseBool, LooseFloat, LooseInt
+from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .nodeapi import ConfigNode
 from .registry import Registry
 from .validate import OVERFLOW_POLICIES, STRUCTURAL_TYPES
@@ -47,12 +47,19 @@ def type_schema(tp: Any) -> dict[str, Any]:
     if tp in simple:
         return {"type": simple[tp]}
     if tp in _LOOSE:
-        return {"anyOf": [{"type": _LOOSE[tp]}, {"type": "string"}]}
+        return _LOOSE[tp]
     supertype = getattr(tp, "__supertype__", None)  # a NewType
     return type_schema(supertype) if supertype is not None else {}
 
 
-_LOOSE = {LooseInt: "integer", LooseFloat: "number", LooseBool: "boolean"}
+# Values as Node-RED writes them: numbers and booleans also as text.
+_LOOSE: dict[Any, dict[str, Any]] = {
+    LooseInt: {"anyOf": [{"type": "integer"}, {"type": "string", "pattern": r"^\s*[+-]?[0-9]+\s*$"}]},
+    LooseFloat: {"anyOf": [{"type": "number"},
+                           {"type": "string", "pattern": r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"}]},
+    LooseBool: {"anyOf": [{"type": "boolean"}, {"enum": ["true", "false", ""]}]},
+    LooseStr: {"type": ["string", "number", "boolean"]},
+}
 
 
 def object_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -137,13 +137,7 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
     config_class = node_class.Config
     engine_keys = _engine_queue_keys(node_class)
     properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS and k not in engine_keys}
-    ok = True
-    for field in attrs.fields(config_class):
-        if field.metadata.get("evflow_secret") and field.name in record.raw:
-            if not is_env_reference(record.raw[field.name]):
-                problem(record, "a secret must come from the environment: write \"${NAME}\" (no default), "
-                        "never the secret itself", f"{record.path}.{field.name}")
-                ok = False
+    ok = _secrets_from_environment(record, config_class, record.raw, record.path, problem)
     try:
         config = structure(properties, config_class)
     except CodecError as exc:
@@ -151,6 +145,11 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
             path, what = _split(line, record.path)
             problem(record, what, path)
         return None
+    for field in attrs.fields(config_class):
+        new_form = field.metadata.get("evflow_renamed")
+        if new_form is not None and getattr(config, field.name) is not None:
+            problem(record, f"`{field.name}` is no longer read: {new_form}", f"{record.path}.{field.name}")
+            ok = False
     if not ok:
         return None
     try:
@@ -162,6 +161,34 @@ def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
         problem(record, what, path)
         return None
     return config
+
+
+def _secrets_from_environment(record: NodeRecord, config_class: type, raw: Any, path: str, problem: Any) -> bool:
+    """Whether every secret field, at any depth, is written as ``${NAME}`` in the file (a value
+    merged in from a credentials file is not in ``raw``, and needs no reference)."""
+    if not isinstance(raw, Mapping):
+        return True
+    ok = True
+    for field in attrs.fields(attrs.resolve_types(config_class)):
+        if field.name not in raw:
+            continue
+        where = f"{path}.{field.name}"
+        if field.metadata.get("evflow_secret"):
+            if not is_env_reference(raw[field.name]):
+                problem(record, "a secret must come from the environment or a credentials file: write "
+                        "\"${NAME}\" (no default), never the secret itself", where)
+                ok = False
+        else:
+            for nested in _attrs_classes(field.type):
+                ok = _secrets_from_environment(record, nested, raw[field.name], where, problem) and ok
+    return ok
+
+
+def _attrs_classes(tp: Any) -> list[type]:
+    """The attrs classes a field's type names (itself, or the members of ``X | None``)."""
+    if isinstance(tp, type) and attrs.has(tp):
+        return [tp]
+    return [arg for arg in getattr(tp, "__args__", ()) if isinstance(arg, type) and attrs.has(arg)]
 
 
 def _engine_queue_keys(node_class: NodeClass) -> frozenset[str]:

@@ -116,7 +116,7 @@ def test_load_plan_reports_the_problem(flow: Path) -> None:
 
 SEVERAL = [
     {"id": "main", "type": "tab", "label": "main"},
-    {"id": "b", "type": "mqtt-broker", "broker": "mqtt://localhost:1883", "keepalive": "30",
+    {"id": "b", "type": "mqtt-broker", "broker": "mqtt://localhost:1883", "keepalive": "thirty",
      "password": "hunter2"},
     {"id": "api", "type": "everest-api", "broker": "nope", "module_id": "evse_security_api"},
     {"id": "i", "type": "inject", "z": "main", "once": True, "wires": [["f", "ghost"]]},
@@ -130,7 +130,7 @@ SEVERAL = [
 ]
 SEVERAL_PROBLEMS = [
     ("b", "$[1].password", "a secret must come from the environment"),
-    ("b", "$[1].keepalive", "expected an integer, got a string"),
+    ("b", "$[1].keepalive", "expected an integer (or one written as text), got 'thirty'"),
     ("api", "$[2].broker", "refers to 'nope'"),
     ("i", "$[3].wires[0][1]", "dangling wire"),
     ("f", "$[4].rules[0].value", "invalid regular expression"),

@@ -59,7 +59,7 @@ async def test_ten_broker_restarts_nothing_hangs_and_keepalives_resume(tmp_path:
         {"id": "events", "type": "log", "message": "LIVENESS {payload.event}"},
         # The timer alone would take 5 s: a check within 2 s of the broker's return is the reconnect path.
         {"id": "ka", "type": "keepalive", "api": "api", "interval": 5, "everest_timeout": 10},
-        {"id": "tick", "type": "inject", "once": True, "interval": 0.1, "wires": [["ask", "trigger"]]},
+        {"id": "tick", "type": "inject", "once": True, "repeat": 0.1, "wires": [["ask", "trigger"]]},
         {"id": "trigger", "type": "log", "message": "TRIGGER {msg_id}"},
         {"id": "ask", "type": "is-ca-certificate-installed", "api": "api", "certificate_type": "V2G",
          "timeout": 1, "wires": [["answered"], ["failed"]]},

@@ -281,7 +281,7 @@ def test_cli_credentials(tmp_path: Path) -> None:
     flow = tmp_path / "flow.json"
     flow.write_text(json.dumps([
         {"id": "broker", "type": "mqtt-broker", "broker": "${EVFLOW_TEST_GRAPH_BROKER}"},
-        {"id": "out", "type": "mqtt out", "name": "to ${EVFLOW_TEST_GRAPH_SECRET}", "broker": "broker", "topic": "t"},
+        {"id": "out", "type": "mqtt out", "name": "${EVFLOW_TEST_GRAPH_SECRET}", "broker": "broker", "topic": "t"},
     ]))
     credentials = tmp_path / "credentials"
     credentials.write_text("EVFLOW_TEST_GRAPH_BROKER=mqtt://localhost:1883\nEVFLOW_TEST_GRAPH_SECRET=hunter22\n")
@@ -294,7 +294,7 @@ def test_cli_credentials(tmp_path: Path) -> None:
     done = evflow("graph", "--credentials", str(credentials), str(flow), env=env)
     assert done.returncode == 0, done.stderr
     boxes, _ = read_mermaid(done.stdout)
-    assert ("to ***", "mqtt out", False, None) in boxes  # a credential is a secret, even in a name
+    assert ("***", "mqtt out", False, None) in boxes  # a credential is a secret, even in a name
     assert "hunter22" not in done.stdout
 
     unreadable = evflow("graph", "--credentials", str(tmp_path / "absent"), str(flow), env=env)

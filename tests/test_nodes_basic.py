@@ -335,7 +335,7 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
         emit("plain", [{"a": {"Token": "t0k3n", "b": [1, 2.5, None, True]}}], ["anon", "seen"]),
         node("dbg", "debug", name="leaf reply"),
         node("path", "debug", name="ocsp", complete="payload.info.ocsp.0.ocsp_path"),
-        node("whole", "debug", name="whole", complete="msg"),
+        node("whole", "debug", name="whole", complete="true"),
         node("anon", "debug", complete="payload"),
         node("seen", "test-sink"),
     ]
@@ -348,8 +348,9 @@ async def test_debug_prints_one_redacted_line_per_message(tmp_path: Path, capsys
     assert sorted(lines) == sorted([
         f"[debug leaf reply] leaf: {compact({'status': 'Accepted', 'info': info})}",
         '[debug ocsp] leaf: "/etc/everest/certs/ocsp/leaf.der"',
-        "[debug whole] leaf: " + compact({"payload": {"status": "Accepted", "info": info}, "topic": "leaf",
-                                          "msg_id": typed_msg.msg_id}),
+        # The whole message as Node-RED shows it: topic, payload, _msgid (16 hex digits).
+        "[debug whole] leaf: " + compact({"topic": "leaf", "payload": {"status": "Accepted", "info": info},
+                                          "_msgid": f"{typed_msg.msg_id:016x}"}),
         '[debug anon] {"a":{"Token":"***","b":[1,2.5,null,true]}}',
     ])
     assert SECRET not in "\n".join(lines)

@@ -118,7 +118,7 @@ async def test_heartbeats_within_the_timeout_keep_it_alive(
 
 async def test_keepalive_on_input_at_most_once_per_interval(tmp_path: Path, broker: MosquittoBroker) -> None:
     flow = base(broker) + [
-        n("burst", "inject", [["ka", "seen"]], payload=1, once=True, interval=0.01, repeat=20),
+        n("burst", "inject", [["ka", "seen"]], payload=1, once=True, repeat=0.01, limit=20),
         n("ka", "keepalive", api="api", mode="input", interval=60, stop_check_on_shutdown=False),
         n("seen", "test-sink"),
     ]

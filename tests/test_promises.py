@@ -376,7 +376,7 @@ class Count(Node[NoConfig]):
 
 async def test_nodes_that_change_a_payload_they_received_change_only_their_own(tmp_path: Path) -> None:
     flow = [
-        {"id": "in", "type": "inject", "payload": {"seen": 0, "list": [1]}, "once": True, "interval": 0.01,
+        {"id": "in", "type": "inject", "payload": {"seen": 0, "list": [1]}, "once": True, "repeat": 0.01,
          "repeat": 2, "wires": [["a", "b", "c"]]},
         {"id": "a", "type": "count"}, {"id": "b", "type": "count"}, {"id": "c", "type": "test-sink"},
     ]
@@ -404,7 +404,7 @@ async def test_a_stalled_stdout_does_not_stop_the_keepalive(tmp_path: Path, brok
     flow.write_text(json.dumps([
         *broker_nodes(broker.url),
         {"id": "ka", "type": "keepalive", "api": "api", "interval": 0.1, "everest_timeout": 1},
-        {"id": "flood", "type": "inject", "payload": "x" * 200, "once": True, "interval": 0.001, "wires": [["dbg"]]},
+        {"id": "flood", "type": "inject", "payload": "x" * 200, "once": True, "repeat": 0.001, "wires": [["dbg"]]},
         {"id": "dbg", "type": "debug"},
     ]))
     read_end, write_end = os.pipe()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NewType
 
-__all__ = ["LooseBool", "LooseFloat", "LooseInt"]
+__all__ = ["LooseBool", "LooseFloat", "LooseInt", "LooseStr"]
 
 # 2 or "2" (surrounding spaces allowed)
 LooseInt = NewType("LooseInt", int)
@@ -18,3 +18,5 @@ LooseInt = NewType("LooseInt", int)
 LooseFloat = NewType("LooseFloat", float)
 # true/false or "true"/"false"; "" is false, as Node-RED reads an unset checkbox
 LooseBool = NewType("LooseBool", bool)
+# text, or a number or boolean as its text (2 -> "2"): for fields where "" means "not set"
+LooseStr = NewType("LooseStr", str)

@@ -34,9 +34,9 @@ def make_paho(config: BrokerConfig, callbacks: Any) -> tuple[paho.Client, LastEr
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=config.client_id,
-        clean_session=True,
+        clean_session=config.clean_session,
         # EVerest and the brokers around it speak 3.1.1; amqtt and NATS refuse MQTT 5.
-        protocol=MQTTProtocolVersion.MQTTv311,
+        protocol=MQTTProtocolVersion.MQTTv31 if config.protocol_level == 3 else MQTTProtocolVersion.MQTTv311,
         transport="unix" if config.address.is_unix else "tcp",
         reconnect_on_failure=False,
     )
@@ -50,6 +50,9 @@ def make_paho(config: BrokerConfig, callbacks: Any) -> tuple[paho.Client, LastEr
     client.manual_ack_set(True)
     if config.username is not None:
         client.username_pw_set(config.username, config.password)
+    if config.will is not None:
+        will = config.will
+        client.will_set(will.topic, will.payload, will.qos, will.retain)
     context = config.effective_tls_context()
     if context is not None:
         client.tls_set_context(context)
