@@ -6,15 +6,16 @@ from typing import Any
 
 import attrs
 
-from evflow.runtime.nodeapi import ConfigWarning, ErrorScope, Message, Node
+from evflow.runtime.nodeapi import ConfigWarning, ErrorScope, LooseBool, Message, Node
 
 
 @attrs.frozen(kw_only=True)
 class CatchConfig:
-    # ids of the nodes whose failures to catch (on any tab); not given: every node of this tab
-    scope: tuple[str, ...] | None = None
+    # ids of the nodes whose failures to catch (on any tab); "group": every node of this node's group;
+    # not given (null): every node of this tab
+    scope: Any = None
     # only failures no other (not `uncaught`) catch node took
-    uncaught: bool = False
+    uncaught: LooseBool = False
 
 
 class Catch(Node[CatchConfig]):
@@ -44,7 +45,11 @@ class Catch(Node[CatchConfig]):
 
     @classmethod
     def check(cls, config: CatchConfig) -> list[ConfigWarning]:
+        if config.scope == "group":
+            return []
         if config.scope is not None:
+            if not isinstance(config.scope, list) or not all(isinstance(item, str) for item in config.scope):
+                raise ValueError('scope is a list of node ids, "group", or null @ $.scope')
             if not config.scope:
                 raise ValueError("an empty scope catches nothing: leave `scope` out to catch the whole tab @ $.scope")
             for index, node_id in enumerate(config.scope):
@@ -54,6 +59,8 @@ class Catch(Node[CatchConfig]):
 
     @classmethod
     def error_scope(cls, config: CatchConfig) -> ErrorScope:
+        if config.scope == "group":
+            return ErrorScope(uncaught=config.uncaught, group=True)
         return ErrorScope(None if config.scope is None else frozenset(config.scope), config.uncaught)
 
     async def receive(self, msg: Message) -> None:

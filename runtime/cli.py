@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("flows", nargs="+", metavar="FLOW.json", help="flow files (one flow together)")
     run.add_argument("--credentials", metavar="FILE",
                      help="NAME=value lines for ${NAME} in the flows (secrets: kept out of flow files and logs)")
+    run.add_argument("--node-red-credentials", metavar="FILE",
+                     help="Node-RED's flows_cred.json, decrypted: credentials of the flow's nodes")
+    run.add_argument("--skip-unsupported", action="store_true",
+                     help="run without the nodes of unsupported types (Node-RED's dashboard…), cutting their wires")
     run.add_argument("--stop-timeout", type=_positive_float, default=5.0, metavar="S",
                      help="on SIGINT/SIGTERM, seconds for the whole stop (default: 5)")
     run.add_argument("--drain-timeout", type=_positive_float, default=2.0, metavar="S",
@@ -98,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("flows", nargs="+", metavar="FLOW.json")
     validate.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
+    validate.add_argument("--node-red-credentials", metavar="FILE",
+                          help="Node-RED's flows_cred.json, decrypted: credentials of the flow's nodes")
+    validate.add_argument("--skip-unsupported", action="store_true",
+                          help="validate the flow as `run --skip-unsupported` would run it")
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.set_defaults(module="evflow.runtime.commands.validate")
 

@@ -122,6 +122,7 @@ async def run_flow(
     registry: Registry | None = None,
     node_types: Sequence[type] = (),
     workdir: str | Path | None = None,
+    skip_unsupported: bool = False,
     **engine_options: Any,
 ) -> AsyncIterator[FlowUnderTest]:
     """Run a flow until the block ends, then stop it through its phases.
@@ -129,14 +130,17 @@ async def run_flow(
     ``flow`` is a flow file, a list of them, or the flow itself as a list of node objects (written
     to ``flow.json`` in ``workdir``, or a temporary directory, and loaded like any file).
     ``node_types`` adds node classes of the test's own to the installed ones, and :class:`Sink`
-    (``test-sink``) is always there; ``env`` is added to ``os.environ`` for ``${VAR}``.
+    (``test-sink``) is always there; ``env`` is added to ``os.environ`` for ``${VAR}``;
+    ``skip_unsupported`` leaves out nodes of types no installed package provides, as ``evflow run
+    --skip-unsupported`` does.
     """
     with tempfile.TemporaryDirectory(prefix="evflow-flow-") as scratch:
         files = _flow_files(flow, Path(workdir) if workdir is not None else Path(scratch))
         if registry is None:
             registry = Registry.from_entry_points()
         registry = registry.with_types(Sink, *node_types)
-        plan = load_plan(files, registry=registry, env={**os.environ, **(env or {})})
+        plan = load_plan(files, registry=registry, env={**os.environ, **(env or {})},
+                         skip_unsupported=skip_unsupported)
         engine = FlowEngine(plan, **engine_options)
         under_test = FlowUnderTest(engine)
         for node in plan.nodes:

@@ -8,6 +8,7 @@ pointing at nodes that take input, ids unique, and each type's own cross-field c
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,13 +70,31 @@ class FlowPlan:
     tabs: Mapping[str, str]  # tab id -> label
 
 
+# How a node of a type that no installed package provides is reported (the validate command groups them).
+UNSUPPORTED = "unsupported node type"
+
+
+def _cut_from(record: NodeRecord) -> str:
+    """The wires a skipped node had, as words ("" when none)."""
+    wires = record.data.get("wires")
+    targets = [target for port in wires if isinstance(port, list) for target in port] if isinstance(wires, list) else []
+    return f"; its wires to {', '.join(map(repr, targets))} are cut" if targets else ""
+
+
 def _split(problem: str, base: str) -> tuple[str, str]:
     """A codec problem "what @ $.x" as (JSON path within the file, what)."""
     what, _, path = problem.rpartition(" @ ")
     return base + path[1:] if path.startswith("$") else base, what or problem
 
 
-def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPlan | None, list[FlowProblem]]:
+def plan_flow(
+    records: Sequence[NodeRecord], registry: Registry, *, skip_unsupported: bool = False
+) -> tuple[FlowPlan | None, list[FlowProblem]]:
+    """The plan of these nodes, or None, and every problem found (warnings included).
+
+    A node of a type no installed package provides is *unsupported* (Node-RED's dashboard, a
+    contributed node): an error, unless ``skip_unsupported``; then it is left out, with the wires to
+    and from it, each cut wire a warning."""
     problems: list[FlowProblem] = []
     warnings: list[FlowProblem] = []
 
@@ -93,8 +112,20 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
 
     tabs = {r.id: str(r.data.get("label", r.id)) for r in records if r.type == "tab"}
     classes: dict[str, NodeClass] = {}
+    skipped: dict[str, NodeRecord] = {}
     for record in by_id.values():
         if record.type in STRUCTURAL_TYPES:
+            continue
+        if record.type not in registry:
+            if skip_unsupported:
+                skipped[record.id] = record
+                problem(record, f"{UNSUPPORTED} {record.type!r}: skipped{_cut_from(record)}", f"{record.path}.type",
+                        "warning")
+            else:
+                close = difflib.get_close_matches(record.type, registry.names(), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                problem(record, f"{UNSUPPORTED} {record.type!r}: no installed package provides it ({hint}"
+                        "`evflow run --skip-unsupported` runs the rest of the flow)", f"{record.path}.type")
             continue
         try:
             classes[record.id] = registry.load(record.type)
@@ -108,7 +139,7 @@ def plan_flow(records: Sequence[NodeRecord], registry: Registry) -> tuple[FlowPl
         if node_class is None or record.data.get("d") is True:
             continue
         config = _config(record, node_class, problem)
-        wires = _wires(record, node_class, config, by_id, classes, problem)
+        wires = _wires(record, node_class, config, by_id, classes, skipped, problem)
         tab = record.data.get("z", "")
         if tab and tabs and tab not in tabs:
             problem(record, f"tab {tab!r} does not exist", f"{record.path}.z", "warning")
@@ -223,6 +254,7 @@ def _wires(
     config: Any,
     by_id: Mapping[str, NodeRecord],
     classes: Mapping[str, NodeClass],
+    skipped: Mapping[str, NodeRecord],
     problem: Any,
 ) -> tuple[tuple[str, ...], ...] | None:
     raw = record.data.get("wires", [])
@@ -256,6 +288,9 @@ def _wires(
                 continue
             if target_record.data.get("d") is True:
                 continue  # wires into disabled nodes are dropped, as in Node-RED
+            if target in skipped:
+                problem(record, f"wire to {target!r} ({target_record.type}) cut: {UNSUPPORTED}", where, "warning")
+                continue
             target_class = classes.get(target)
             if target_class is None:
                 continue  # the target's own problem is reported already (or it is structural)

@@ -135,7 +135,7 @@ SEVERAL_PROBLEMS = [
     ("i", "$[3].wires[0][1]", "dangling wire"),
     ("f", "$[4].rules[0].value", "invalid regular expression"),
     ("d", "$[6].id", "duplicate id"),
-    ("x", "$[7].type", "unknown node type 'no-such-type'"),
+    ("x", "$[7].type", "unsupported node type 'no-such-type'"),
     ("e", "$[8].message", "EVFLOW_TEST_UNSET_BROKER_URL is not set"),
     (None, "$[9]", "a node is a JSON object"),
 ]

@@ -48,7 +48,8 @@ async def _wait_engine_done(engine: FlowEngine, nursery: trio.Nursery) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        plan = load_plan(args.flows, credentials=args.credentials)
+        plan = load_plan(args.flows, credentials=args.credentials, node_red_credentials=args.node_red_credentials,
+                         skip_unsupported=args.skip_unsupported)
     except CredentialsError as exc:
         print(f"evflow run: error: {exc}", file=sys.stderr)
         return 1
