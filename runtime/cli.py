@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--format", choices=["text", "json"], default="text")
     validate.set_defaults(module="evflow.runtime.commands.validate")
 
+    import_nodered = commands.add_parser(
+        "import-nodered", help="report what of a Node-RED flows file evflow runs, what not, and why",
+        description="Read Node-RED's flows.json (and its decrypted flows_cred.json) as `evflow run` would and "
+        "write a report: the nodes that will run, the unsupported ones and the wires --skip-unsupported cuts, "
+        "and every problem with its node id and JSON path. Nothing is converted: evflow runs the file as it is. "
+        "Exit 0 when the flow runs (with --skip-unsupported if needed), 1 when it does not.",
+    )
+    import_nodered.add_argument("flows", metavar="flows.json")
+    import_nodered.add_argument("node_red_credentials", nargs="?", metavar="flows_cred.json",
+                                help="Node-RED's credentials file, decrypted")
+    import_nodered.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
+    import_nodered.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
+    import_nodered.set_defaults(module="evflow.runtime.commands.import_nodered")
+
     nodes = commands.add_parser("nodes", help="list the node types: built-in and installed plugins")
     nodes.add_argument("--format", choices=["text", "json"], default="text")
     nodes.set_defaults(module="evflow.runtime.commands.nodes")

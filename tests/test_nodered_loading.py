@@ -133,3 +133,27 @@ async def test_catch_with_group_scope_takes_only_its_groups_failures(tmp_path: P
         assert caught.error.source_id == "fail-1"
         await trio.testing.wait_all_tasks_blocked()
         assert running.nothing_sent("caught")
+
+
+def test_import_nodered_reports_what_runs_what_not_and_the_cut_wires(tmp_path: Path) -> None:
+    passing = {"type": "filter", "rules": [{"property": "payload", "op": "exists"}]}
+    flow = [{**node, **passing} if node["type"] == "test-sink" else node for node in DASHBOARD_FLOW]
+    path = write(tmp_path, flow)
+    done = subprocess.run([*CLI, "import-nodered", str(path), "--output", str(tmp_path / "report.md")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / "report.md").read_text()
+    assert f"Runs without its unsupported nodes: `evflow run --skip-unsupported {path}`." in report
+    assert "## Will run: 2 node(s)\n\n- filter: 2\n" in report
+    assert "- ui_button (1): button\n" in report and "- ui_group (1): ui-group\n" in report
+    assert "## Wires cut by --skip-unsupported: 2" in report
+    assert "wire to 'text' (ui_text) cut" in report and "its wires to 'pass' are cut" in report
+
+
+def test_import_nodered_says_why_a_flow_does_not_run(tmp_path: Path) -> None:
+    path = write(tmp_path, [{"id": "b", "type": "mqtt-broker", "broker": "ws://localhost:9001"}])
+    done = subprocess.run([*CLI, "import-nodered", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "Does not run: fix the errors below." in done.stdout
+    assert "node 'b' (mqtt-broker) at $[0].broker: MQTT over WebSockets" in done.stdout
