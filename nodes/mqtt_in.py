@@ -4,8 +4,13 @@ Node-RED 4's properties: ``topic``, ``qos`` (0, 1, 2), ``datatype`` (``auto``: t
 UTF-8, else bytes; ``auto-detect``: parsed JSON when it parses, else as ``auto``; ``utf8``; ``json``, an
 error for what does not parse; ``buffer``: bytes; ``base64``: the payload's base64 text), ``broker``,
 and the MQTT 5 and editor keys ``nl``, ``rap``, ``rh``, which MQTT 3.1.1 has no use for. Each message
-carries ``msg.topic``, ``msg.payload``, ``msg.qos`` and ``msg.retain``, as in Node-RED. Dynamic
-subscriptions (``inputs: 1``) are not supported yet. evflow's own: ``queue_size`` and ``overflow``.
+carries ``msg.topic``, ``msg.payload``, ``msg.qos`` and ``msg.retain``, as in Node-RED.
+
+With ``inputs: 1`` the node subscribes as its input messages say (Node-RED's dynamic subscriptions):
+``msg.action`` ``subscribe`` or ``unsubscribe`` with ``msg.topic`` a filter, ``{topic, qos, datatype}``,
+a list of either, or (unsubscribe) ``true`` for all; ``getSubscriptions`` sends the list on (topic
+``subscriptions``). The broker actions ``connect`` and ``disconnect`` are refused: evflow keeps the
+connection up. evflow's own: ``queue_size`` and ``overflow``, per subscription.
 """
 
 from __future__ import annotations
@@ -45,11 +50,12 @@ class MqttInConfig:
     # id of an mqtt-broker node
     broker: str = ref("mqtt-broker")
     # topic filter; + and # wildcards allowed
-    topic: str = attrs.field(validator=field_check(validate_filter))
+    topic: str = attrs.field(default="", validator=field_check(lambda v: v == "" or validate_filter(v)))
     qos: LooseStr = attrs.field(default="0", validator=field_check(lambda v: _qos(v)))
-    # how to read the payload: auto, auto-detect, json, utf8, buffer or base64
-    datatype: Datatype = Datatype.AUTO_DETECT
-    # 1: subscriptions set by input messages (msg.action): not supported yet
+    # how to read the payload: auto, auto-detect, json, utf8, buffer or base64 (not given: utf8, as
+    # Node-RED reads a file without it; its editor writes auto-detect)
+    datatype: Datatype = Datatype.UTF8
+    # 1: subscriptions made and ended by input messages (msg.action); `topic` is then empty
     inputs: LooseInt = 0
     nl: bool = False
     rap: bool = True
@@ -105,42 +111,110 @@ class MqttIn(Node[MqttInConfig]):
     def check(cls, config: MqttInConfig) -> list[Any]:
         if config.datatype is Datatype.BYTES:
             raise ValueError('datatype "bytes" is Node-RED\'s "buffer" now @ $.datatype')
-        if config.inputs:
-            raise ValueError("dynamic subscriptions (inputs: 1) are not supported yet @ $.inputs")
+        if config.inputs not in (0, 1):
+            raise ValueError(f"inputs must be 0 or 1, got {config.inputs} @ $.inputs")
+        if not config.inputs and not config.topic:
+            raise ValueError("a topic filter is needed (or inputs: 1, for subscriptions made by messages) @ $.topic")
         if config.topicType not in ("topic", ""):
             raise ValueError(f"topicType {config.topicType!r} is not supported @ $.topicType")
         return []
 
+    @classmethod
+    def takes_input(cls, config: MqttInConfig) -> bool:
+        return config.inputs == 1
+
     def __init__(self, context: Any, config: MqttInConfig) -> None:
         super().__init__(context, config)
         self._decode = _DECODERS[config.datatype]
-
-    def stats(self) -> dict[str, int]:
-        if not hasattr(self, "subscription"):
-            return {}
-        return {"received": self.received, "undecodable": self.undecodable, "dropped": self.subscription.dropped,
-                "unprocessed_at_stop": self.unprocessed_at_stop}
-
-    async def start(self) -> None:
         self.received = 0
         self.undecodable = 0
         self.unprocessed_at_stop = 0
-        mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
+        self.dropped_before = 0  # by the dynamic subscriptions that ended
+        self.subscription: Subscription | None = None
+        # With inputs: 1, by topic filter: the subscription, what was asked for, and its task's scope.
+        self._dynamic: dict[str, tuple[Subscription, dict[str, Any], trio.CancelScope]] = {}
+        self._tasks: trio.Nursery | None = None
+        self._running = trio.Event()
+
+    def stats(self) -> dict[str, int]:
+        subscriptions = [self.subscription] if self.subscription is not None else []
+        subscriptions += [subscription for subscription, _, _ in self._dynamic.values()]
+        dropped = self.dropped_before + sum(subscription.dropped for subscription in subscriptions)
+        return {"received": self.received, "undecodable": self.undecodable, "dropped": dropped,
+                "unprocessed_at_stop": self.unprocessed_at_stop}
+
+    async def start(self) -> None:
+        self.mqtt: MqttClient = self.context.config_node(self.config.broker).mqtt  # type: ignore[attr-defined]
         c = self.config
-        self.subscription: Subscription = await mqtt.subscribe(
-            c.topic, qos=_qos(c.qos), max_buffer=c.queue_size, overflow=c.overflow
-        )
+        if not c.inputs:
+            self.subscription = await self.mqtt.subscribe(
+                c.topic, qos=_qos(c.qos), max_buffer=c.queue_size, overflow=c.overflow
+            )
 
     async def run(self) -> None:
+        if self.subscription is not None:
+            await self._forward(self.subscription, self._decode, fast=True)
+            return
+        async with trio.open_nursery() as tasks:  # one task per dynamic subscription
+            self._tasks = tasks
+            self._running.set()
+            await trio.sleep_forever()
+
+    async def receive(self, msg: Message) -> None:
+        """A dynamic subscription's action (``inputs: 1``)."""
+        action = msg.props.get("action")
+        if action in ("connect", "disconnect"):
+            raise ValueError(f"msg.action {action!r} is not supported: evflow keeps the broker connection up")
+        if action == "getSubscriptions":
+            listed = [dict(asked) for _, asked, _ in self._dynamic.values()]
+            await self.send(msg.with_payload(listed, "subscriptions"))
+            return
+        if action not in ("subscribe", "unsubscribe"):
+            raise ValueError(f"invalid msg.action {action!r}: subscribe, unsubscribe or getSubscriptions")
+        if action == "unsubscribe" and msg.topic is True:
+            wanted = [dict(asked) for _, asked, _ in self._dynamic.values()]
+        else:
+            wanted = _subscriptions(msg.topic)
+        await self._running.wait()  # the node's own tasks are there once the flow runs
+        for asked in wanted:
+            await self._end(asked["topic"])
+            if action == "subscribe":
+                await self._begin(asked)
+
+    async def _begin(self, asked: dict[str, Any]) -> None:
+        c = self.config
+        subscription = await self.mqtt.subscribe(asked["topic"], qos=asked["qos"], max_buffer=c.queue_size,
+                                                 overflow=c.overflow)
+        scope = trio.CancelScope()
+        self._dynamic[asked["topic"]] = (subscription, asked, scope)
+        decode = _DECODERS[Datatype(asked["datatype"])] if "datatype" in asked else self._decode
+
+        async def forward() -> None:
+            with scope:
+                await self._forward(subscription, decode, fast=False)
+
+        assert self._tasks is not None
+        self._tasks.start_soon(forward)
+
+    async def _end(self, topic: str) -> None:
+        known = self._dynamic.pop(topic, None)
+        if known is not None:
+            subscription, _, scope = known
+            scope.cancel()
+            self.dropped_before += subscription.dropped
+            await subscription.aclose()
+
+    async def _forward(self, subscription: Subscription, decode: Any, *, fast: bool) -> None:
+        """Hand on what ``subscription`` brings, in order; ``fast``: let the connection's read loop
+        hand messages on itself while this task waits (one subscriber per node only)."""
         send = self.context.send
-        subscription = self.subscription
         receive, receive_nowait = subscription.receive, subscription.receive_nowait
         # While this task waits for input, the connection's read loop hands each message on itself
         # (`_take`): no wake-up of this task per message. What it cannot hand on at once (a full
         # queue downstream, an undecodable payload) is buffered and handled here, in order.
         self._working = True
         taken_in_a_row = 0
-        if self.context.can_send_nowait(0):
+        if fast and self.context.can_send_nowait(0):
             subscription.take = self._take
         try:
             while True:
@@ -161,7 +235,7 @@ class MqttIn(Node[MqttInConfig]):
                 self.received += 1
                 data, topic = incoming.payload, incoming.topic
                 try:
-                    payload = self._decode(data)
+                    payload = decode(data)
                 except (CodecError, UnicodeDecodeError) as exc:
                     self.undecodable += 1
                     problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
@@ -187,5 +261,28 @@ class MqttIn(Node[MqttInConfig]):
 
     async def close(self) -> None:
         # Messages received but not yet taken when the flow stops: reported, not silently gone.
-        self.unprocessed_at_stop = self.subscription.pending
-        await self.subscription.aclose()
+        subscriptions = [self.subscription] if self.subscription is not None else []
+        subscriptions += [subscription for subscription, _, _ in self._dynamic.values()]
+        for subscription in subscriptions:
+            self.unprocessed_at_stop += subscription.pending
+            await subscription.aclose()
+
+
+def _subscriptions(topic: Any) -> list[dict[str, Any]]:
+    """``msg.topic`` of a subscribe or unsubscribe action as Node-RED reads it: a filter, an object
+    ``{topic, qos, datatype}``, or a list of either; QoS 2 when not given, as Node-RED's default."""
+    items = topic if isinstance(topic, list) else [topic]
+    wanted = []
+    for item in items:
+        asked = {"topic": item} if isinstance(item, str) else dict(item) if isinstance(item, Mapping) else None
+        if asked is None or not isinstance(asked.get("topic"), str) or not asked["topic"]:
+            raise ValueError(f"invalid subscription {item!r}: a topic filter, or an object with a topic")
+        validate_filter(asked["topic"])
+        qos = asked.get("qos", 2)
+        if str(qos) not in ("0", "1", "2"):
+            raise ValueError(f"invalid QoS {qos!r} for {asked['topic']!r}: 0, 1 or 2")
+        asked["qos"] = int(qos)
+        if "datatype" in asked and asked["datatype"] not in {d.value for d in Datatype if d is not Datatype.BYTES}:
+            raise ValueError(f"invalid datatype {asked['datatype']!r} for {asked['topic']!r}")
+        wanted.append(asked)
+    return wanted

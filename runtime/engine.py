@@ -227,7 +227,7 @@ class FlowEngine:
         for node_id in node_ids:
             planned, host = self._planned[node_id], self._hosts[node_id]
             node_class = planned.node_class
-            if not node_class.has_input:
+            if not node_class.takes_input(planned.config):
                 continue
             overflow = Overflow(planned.overflow)
             capacity = planned.queue_size or self.queue_size

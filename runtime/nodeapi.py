@@ -239,6 +239,12 @@ class Node(Generic[ConfigT]):
         return []
 
     @classmethod
+    def takes_input(cls, config: ConfigT) -> bool:
+        """Whether this node, so configured, takes input (default: ``has_input``; ``mqtt in`` takes
+        it with ``inputs: 1``, for its subscriptions)."""
+        return cls.has_input
+
+    @classmethod
     def links(cls, config: ConfigT) -> tuple[str, ...]:
         """Ids of nodes wired to output port 0 by the config rather than by ``wires`` (Node-RED's
         ``link out``: its ``links``); checked and delivered to like wires."""

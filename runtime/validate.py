@@ -134,12 +134,20 @@ def plan_flow(
 
     planned: list[PlannedNode] = []
     configured: list[tuple[NodeRecord, Any]] = []
+    configs: dict[str, Any] = {}
+    for record in by_id.values():
+        node_class = classes.get(record.id)
+        if node_class is not None and record.data.get("d") is not True:
+            configs[record.id] = _config(record, node_class, problem)
+    takes_input = {node_id: not issubclass(classes[node_id], ConfigNode) and (
+        classes[node_id].has_input if config is None else classes[node_id].takes_input(config))
+        for node_id, config in configs.items()}
     for record in by_id.values():
         node_class = classes.get(record.id)
         if node_class is None or record.data.get("d") is True:
             continue
-        config = _config(record, node_class, problem)
-        wires = _wires(record, node_class, config, by_id, classes, skipped, problem)
+        config = configs[record.id]
+        wires = _wires(record, node_class, config, by_id, classes, takes_input, skipped, problem)
         tab = record.data.get("z", "")
         if tab and tabs and tab not in tabs:
             problem(record, f"tab {tab!r} does not exist", f"{record.path}.z", "warning")
@@ -167,7 +175,9 @@ def plan_flow(
 def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:
     config_class = node_class.Config
     engine_keys = _engine_queue_keys(node_class)
-    properties = {k: v for k, v in record.data.items() if k not in COMMON_KEYS and k not in engine_keys}
+    # A common key that the type's config declares is the type's to read (`outputs` of delay, switch…).
+    declared = {field.name for field in attrs.fields(config_class)}
+    properties = {k: v for k, v in record.data.items() if (k not in COMMON_KEYS or k in declared) and k not in engine_keys}
     ok = _secrets_from_environment(record, config_class, record.raw, record.path, problem)
     try:
         config = structure(properties, config_class)
@@ -254,6 +264,7 @@ def _wires(
     config: Any,
     by_id: Mapping[str, NodeRecord],
     classes: Mapping[str, NodeClass],
+    takes_input: Mapping[str, bool],
     skipped: Mapping[str, NodeRecord],
     problem: Any,
 ) -> tuple[tuple[str, ...], ...] | None:
@@ -294,7 +305,7 @@ def _wires(
             target_class = classes.get(target)
             if target_class is None:
                 continue  # the target's own problem is reported already (or it is structural)
-            if issubclass(target_class, ConfigNode) or not target_class.has_input:
+            if not takes_input.get(target, False):
                 problem(record, f"wire to {target!r} ({target_record.type}), which takes no input", where)
                 ok = False
                 continue

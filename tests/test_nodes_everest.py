@@ -201,7 +201,7 @@ async def test_mqtt_in_keeps_order_whether_the_read_loop_or_its_task_hands_a_mes
 async def test_mqtt_in_auto_takes_json_nested_too_deeply_for_python_as_text(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
-    flow = base(broker) + [n("in", "mqtt in", [["got"]], broker="b", topic="deep/+"), n("got", "test-sink")]
+    flow = base(broker) + [n("in", "mqtt in", [["got"]], broker="b", topic="deep/+", datatype="auto-detect"), n("got", "test-sink")]
     deep = "[" * 100_000
     async with run_flow(flow, workdir=tmp_path) as kit:
         await kit.engine.node("b").mqtt.publish("deep/x", deep.encode(), qos=1)
