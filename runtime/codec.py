@@ -201,12 +201,23 @@ def is_wire_model(cls: type) -> bool:
 _WIRE_MODELS = __name__.rpartition(".")[0] + ".models."
 
 
+def json_key(field: attrs.Attribute[Any]) -> str:
+    """The JSON key of a field: its name, or the ``evflow_key`` its metadata gives (Node-RED's
+    ``from`` is a Python keyword, so the field is ``from_``)."""
+    return field.metadata.get("evflow_key", field.name)  # type: ignore[no-any-return]
+
+
+def _renamed_keys(cls: type) -> dict[str, Any]:
+    return {field.name: cattrs.gen.override(rename=field.metadata["evflow_key"])
+            for field in attrs.fields(cls) if "evflow_key" in field.metadata}
+
+
 def _not_a_mapping_guard(conv: cattrs.Converter) -> Callable[[type], Callable[[Any, type], Any]]:
     """attrs classes come from JSON objects only; say so instead of failing inside cattrs."""
 
     def factory(cls: type) -> Callable[[Any, type], Any]:
         generated = cattrs.gen.make_dict_structure_fn(
-            cls, conv, _cattrs_forbid_extra_keys=not is_wire_model(cls)
+            cls, conv, _cattrs_forbid_extra_keys=not is_wire_model(cls), **_renamed_keys(cls)
         )
 
         def structure_object(value: Any, _: type) -> Any:

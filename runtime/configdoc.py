@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from .codec import json_key
+
 __all__ = ["describe_field_type", "field_docs", "fields_of"]
 
 
@@ -81,7 +83,7 @@ def fields_of(config_class: type) -> list[dict[str, Any]]:
     hints = typing.get_type_hints(config_class)
     described = []
     for field in attrs.fields(config_class):
-        entry: dict[str, Any] = {"name": field.name, "type": describe_field_type(hints.get(field.name, Any))}
+        entry: dict[str, Any] = {"name": json_key(field), "type": describe_field_type(hints.get(field.name, Any))}
         if field.default is attrs.NOTHING:
             entry["required"] = True
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]

@@ -84,7 +84,8 @@ class FlowEngine:
             _register_secrets(planned.config)
             node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), {"node": planned.name or planned.id})
             self._hosts[planned.id] = NodeHost(
-                node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab, group=planned.group,
+                node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab,
+                groups=plan.groups_of(planned.group),
                 log=node_log, context=self.contexts.node(planned.id), flow=self.contexts.flow(planned.tab),
                 global_context=self.contexts.global_store,
                 error_port=None if planned.is_config else planned.node_class.error_port,
@@ -375,7 +376,12 @@ def _watch(hosts: list[NodeHost], planned: Mapping[str, PlannedNode]) -> None:
         node = planned[watcher.node_id]
         status_scope = node.node_class.status_scope(node.config)
         complete_scope = node.node_class.complete_scope(node.config)
+        # As Node-RED: a node that lists ids does not watch the nodes it is wired to (a simple loop).
+        wired = {target for port in node.wires for target in port}
         for host in hosts:
+            if host.node_id in wired and any(scope is not None and scope.node_ids is not None
+                                             for scope in (status_scope, complete_scope)):
+                continue
             if status_scope is not None and covers(status_scope, watcher, host):
                 host.status_watchers.append(watcher)
             if complete_scope is not None and covers(complete_scope, watcher, host):

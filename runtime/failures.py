@@ -70,9 +70,10 @@ def covers(scope: Scope, watcher: NodeHost, host: NodeHost) -> bool:
         return False
     if scope.node_ids is not None:
         return host.node_id in scope.node_ids
-    if scope.group:
-        return bool(watcher.group) and host.group == watcher.group
-    return watcher.tab == host.tab
+    if scope.group and watcher.group:
+        # Node-RED: the watcher's group, the groups within it included.
+        return watcher.group in host.groups
+    return watcher.tab == host.tab  # a group scope outside any group: the tab, as Node-RED
 
 
 def _describe(error: BaseException | str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from .context import ContextStore
 from .delivery import Inbox, InFlight
 from .failures import FailureRouter
 from .message import Message, new_message
-from .nodeapi import ConfigNode
+from .nodeapi import ConfigNode, NodeInfo
 from .ratelimit import RateLimitedLog
 
 __all__ = ["NodeHost", "Tap"]
@@ -51,7 +51,7 @@ class NodeHost:
         node_type: str,
         name: str,
         tab: str,
-        group: str,
+        groups: tuple[str, ...],
         log: Any,
         error_port: int | None,
         failures: FailureRouter,
@@ -66,7 +66,9 @@ class NodeHost:
         self.node_type = node_type
         self.name = name
         self.tab = tab
-        self.group = group
+        # Its Node-RED group and the groups around it, innermost first.
+        self.groups = groups
+        self.group = groups[0] if groups else ""
         self.log = log
         self.context = context
         self.flow = flow
@@ -155,6 +157,10 @@ class NodeHost:
     def config_node(self, node_id: str) -> ConfigNode[Any]:
         return self._hosts[node_id].instance  # type: ignore[no-any-return]
 
+    def nodes(self, node_type: str) -> tuple[NodeInfo, ...]:
+        return tuple(NodeInfo(host.node_id, host.node_type, host.name, host.tab)
+                     for host in self._hosts.values() if host.node_type == node_type)
+
     async def send_to(self, node_id: str, msg: Message) -> None:
         target = self._hosts.get(node_id)
         if target is None or target.inbox is None:
@@ -205,7 +211,10 @@ class NodeHost:
             await self._failures.route(self, exc, msg)
         else:
             if self.complete_watchers:
-                self._tell(self.complete_watchers, msg.copy())
+                # Node-RED's complete node says whose message it is: msg.complete.source.
+                completed = msg.copy()
+                source = {"id": self.node_id, "type": self.node_type, "name": self.name}
+                self._tell(self.complete_watchers, completed.with_props({**completed.props, "complete": {"source": source}}))
 
     def request_stop(self) -> None:
         """Stop this source: now, or, when it is in the middle of sending, once that send is done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -86,17 +87,25 @@ def new_message(payload: Any, topic: Any = "", **meta: Any) -> Message:
 
 def copy_value(value: Any) -> Any:
     """``value`` with its dicts, lists, tuples, sets and bytearrays copied, all the way down;
-    anything else shared. ``value`` itself when it holds no such container that could change."""
+    anything else shared. ``value`` itself when it holds no such container that could change.
+    A value that holds itself (a node may make one, as in Node-RED) is copied with its cycles."""
+    try:
+        return _copy(value)
+    except RecursionError:
+        return copy.deepcopy(value)
+
+
+def _copy(value: Any) -> Any:
     kind = type(value)
     if kind is dict:
-        return {key: copy_value(item) for key, item in value.items()}
+        return {key: _copy(item) for key, item in value.items()}
     if kind is list:
-        return [copy_value(item) for item in value]
+        return [_copy(item) for item in value]
     if kind is set:
-        return {copy_value(item) for item in value}
+        return {_copy(item) for item in value}
     if kind is bytearray:
         return bytearray(value)
     if kind is tuple or kind is frozenset:
-        items = [copy_value(item) for item in value]
+        items = [_copy(item) for item in value]
         return value if all(a is b for a, b in zip(items, value, strict=True)) else kind(items)
     return value

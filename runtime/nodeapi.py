@@ -84,6 +84,7 @@ __all__ = [
     "Node",
     "NodeContext",
     "NodeError",
+    "NodeInfo",
     "ConfigWarning",
     "ErrorScope",
     "Scope",
@@ -135,6 +136,16 @@ class Scope:
 
 # The name under which node API version 1 first offered it, for failures.
 ErrorScope = Scope
+
+
+@attrs.frozen
+class NodeInfo:
+    """Another node of the running flow, as :meth:`NodeContext.nodes` tells of it."""
+
+    id: str
+    type: str
+    name: str
+    tab: str
 
 
 @attrs.frozen
@@ -197,6 +208,10 @@ class NodeContext(Protocol):
 
     def config_node(self, node_id: str) -> ConfigNode[Any]:
         """The running config node with this id (already validated to exist and be of the right type)."""
+
+    def nodes(self, node_type: str) -> tuple[NodeInfo, ...]:
+        """The running nodes of ``node_type``, in flow-file order (Node-RED's ``link call`` finds
+        its target by name among the ``link in`` nodes)."""
 
     async def send_to(self, node_id: str, msg: Message) -> None:
         """Deliver ``msg`` to the input of the node ``node_id``, as a wire would (Node-RED's ``link``

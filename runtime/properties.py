@@ -233,7 +233,7 @@ def _with_root(msg: Message, key: str | int, value: Any) -> Message:
     if key == "payload":
         return msg.with_payload(value)
     if key == "topic":
-        return msg.with_payload(msg.payload, value)
+        return Message(msg.payload, value, msg.msg_id, msg.meta, msg.error, msg.props)
     if key == "_msgid":
         return msg  # the engine's id stays
     props = dict(msg.props)
@@ -336,7 +336,7 @@ def delete_property(msg: Message, parts: Parts) -> Message:
         if head == "payload":
             return msg.with_payload(UNDEFINED)
         if head == "topic":
-            return msg.with_payload(msg.payload, UNDEFINED)
+            return Message(msg.payload, UNDEFINED, msg.msg_id, msg.meta, msg.error, msg.props)
         if head == "error":
             props = {k: v for k, v in msg.props.items() if k != "error"}
             return Message(msg.payload, msg.topic, msg.msg_id, msg.meta, None, props)
@@ -348,9 +348,11 @@ def delete_property(msg: Message, parts: Parts) -> Message:
         return msg
     obj = root
     for key in parts[1:-1]:
-        obj = _own(_get_own(obj, key))
-        if not isinstance(obj, dict | list):
+        child = _own(_get_own(obj, key))
+        if not isinstance(child, dict | list):
             return msg
+        _put(obj, key, child)  # a typed value on the way is now its JSON form: keep that form
+        obj = child
     last = parts[-1]
     if type(obj) is list:
         if type(last) is int and last < len(obj):

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 
+from .codec import json_key
 from .configdoc import field_docs
 from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .nodeapi import ConfigNode
@@ -76,13 +77,14 @@ def object_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, A
             schema = {"type": "string", "description": f"id of a {field.metadata['evflow_ref']} node"}
         if field.name in docs:
             schema.setdefault("description", docs[field.name])
+        key = json_key(field)
         if field.default is attrs.NOTHING:
-            required.append(field.name)
+            required.append(key)
         elif not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
             default = field.default.value if isinstance(field.default, enum.Enum) else field.default
             if isinstance(default, (str, int, float, bool, type(None))):
                 schema["default"] = default
-        properties[field.name] = schema
+        properties[key] = schema
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
         schema["required"] = required

@@ -151,11 +151,11 @@ def _prepare(value: Any, type_: str) -> Callable[[Message | None, ValueContext],
         if not isinstance(value, str):
             return _constant(value)
         try:
-            parsed = json.loads(value)
+            parsed = _js_json(value)
         except ValueError as exc:
             raise TypedValueError(f"invalid JSON {value!r}: {exc}") from None
         # Each message gets a value of its own: a node that changes it must not change the next.
-        return lambda msg, context: json.loads(value) if isinstance(parsed, dict | list) else parsed
+        return lambda msg, context: _js_json(value) if isinstance(parsed, dict | list) else parsed
     if type_ == "re":
         return _constant(js_regex(str(value)))
     if type_ == "bin":
@@ -197,6 +197,11 @@ def _prepare(value: Any, type_: str) -> Callable[[Message | None, ValueContext],
     if type_ == "jsonata":
         raise TypedValueError("JSONata expressions are not supported by evflow")
     raise TypedValueError(f"unknown value type {type_!r} (one of {', '.join(TYPES)})")
+
+
+def _js_json(text: str) -> Any:
+    """JSON as JavaScript reads it: numbers are one kind, so ``1.0`` is ``1``."""
+    return json.loads(text, parse_float=lambda number: js_number(float(number)))
 
 
 def _parts(expression: Any) -> tuple[str | int, ...]:

@@ -68,6 +68,16 @@ class FlowPlan:
     nodes: tuple[PlannedNode, ...]
     warnings: tuple[FlowProblem, ...]
     tabs: Mapping[str, str]  # tab id -> label
+    # Node-RED group id -> the group it is in ("" at the top of its tab)
+    groups: Mapping[str, str] = attrs.field(factory=dict)
+
+    def groups_of(self, group: str) -> tuple[str, ...]:
+        """``group`` and the groups around it, innermost first."""
+        chain: list[str] = []
+        while group and group not in chain:
+            chain.append(group)
+            group = self.groups.get(group, "")
+        return tuple(chain)
 
 
 # How a node of a type that no installed package provides is reported (the validate command groups them).
@@ -169,7 +179,8 @@ def plan_flow(
 
     if problems:
         return None, problems + warnings
-    return FlowPlan(tuple(planned), tuple(warnings), tabs), warnings
+    groups = {r.id: g if isinstance(g := r.data.get("g", ""), str) else "" for r in records if r.type == "group"}
+    return FlowPlan(tuple(planned), tuple(warnings), tabs, groups), warnings
 
 
 def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:

@@ -377,7 +377,7 @@ class Count(Node[NoConfig]):
 async def test_nodes_that_change_a_payload_they_received_change_only_their_own(tmp_path: Path) -> None:
     flow = [
         {"id": "in", "type": "inject", "payload": {"seen": 0, "list": [1]}, "once": True, "repeat": 0.01,
-         "repeat": 2, "wires": [["a", "b", "c"]]},
+         "limit": 2, "wires": [["a", "b", "c"]]},
         {"id": "a", "type": "count"}, {"id": "b", "type": "count"}, {"id": "c", "type": "test-sink"},
     ]
     async with run_flow(flow, workdir=tmp_path, node_types=[Count]) as running:
