@@ -1,9 +1,10 @@
 """``debug``: prints each message on stdout, for trying flows; Node-RED's node of the same name.
 
-Node-RED 4's properties: ``active``; ``tosidebar`` and ``console`` (evflow has no sidebar: either
-prints the line); ``complete`` (``"false"``: ``msg.payload``, ``"true"``: the whole message, else a
+Node-RED 4's properties: ``tosidebar`` and ``console`` (evflow has no sidebar: either prints the
+line; ``active: false`` silences the sidebar's, as in Node-RED, not the console's); ``complete`` (``"false"``: ``msg.payload``, ``"true"``: the whole message, else a
 property expression) with ``targetType`` (``msg``, ``full``; ``jsonata`` is refused); ``tostatus``
-with ``statusVal``/``statusType`` (the node's status shows the value, or the property named). A line
+with ``statusVal``/``statusType`` (the node's status shows the value, or the property named, cut at
+32 characters; the payload for the whole message; red for a failed message). A line
 reads ``[debug <name or id>] <topic>: <value as compact JSON>``; secrets are redacted as by ``log``.
 """
 
@@ -28,6 +29,8 @@ from evflow.runtime.nodeapi import (
 from evflow.runtime.output import stdout_writer
 
 from ._redact import REDACTED, SECRET_KEYS, show
+
+_STATUS_LENGTH = 32  # Node-RED's statuslength
 
 
 @attrs.frozen(kw_only=True)
@@ -100,7 +103,8 @@ class Debug(Node[DebugConfig]):
     def __init__(self, context: Any, config: DebugConfig) -> None:
         super().__init__(context, config)
         self._prefix = f"[debug {context.name or context.node_id}] "
-        self._printing = config.active and (config.tosidebar or config.console)
+        # As Node-RED: `active` silences the sidebar only; the console line does not depend on it.
+        self._printing = (config.active and config.tosidebar) or config.console
         whole = config.targetType == "full" or config.complete == "true"
         self._parts: tuple[str | int, ...] | None = None if whole else parse_property(
             "payload" if config.complete in ("false", "") else config.complete)
@@ -135,9 +139,25 @@ class Debug(Node[DebugConfig]):
             # full pipe) never blocks the flow; what does not fit in its queue is dropped, counted.
             self._out.write(self.line(msg) + "\n")
         if self.config.tostatus:
-            value = self._value(msg) if self._status_parts is None else get_property(msg, self._status_parts)
-            text = REDACTED if self._secret else show(value)
-            self.context.status({"fill": "grey", "shape": "dot", "text": text[:32]})
+            self.context.status(self._status_of(msg))
+
+    def _status_of(self, msg: Message) -> dict[str, Any]:
+        """Node-RED's debug status: the value as text (a string as it is), cut at 32 characters with
+        "..."; a value with fill, shape and text is a status itself; a failed message shows red."""
+        if self._status_parts is not None:
+            value, secret = get_property(msg, self._status_parts), False
+        elif self._parts is None:
+            value, secret = msg.payload, False  # the whole message's status is its payload
+        else:
+            value, secret = self._value(msg), self._secret
+        status = {"fill": "grey", "shape": "dot"}
+        if isinstance(value, dict) and {"fill", "shape", "text"} <= value.keys():
+            status = {"fill": value["fill"], "shape": value["shape"]}
+            value = value["text"]
+        text = REDACTED if secret else value if isinstance(value, str) else show(value)
+        if self.config.statusType == "auto" and (msg.error is not None or "error" in msg.props):
+            status = {"fill": "red", "shape": "dot"}
+        return {**status, "text": text if len(text) <= _STATUS_LENGTH else text[:_STATUS_LENGTH] + "..."}
 
     async def close(self) -> None:
         # What was printed is out when the flow has stopped (unless stdout is stalled).

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import enum
-import json
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -30,6 +29,8 @@ from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import LooseInt, LooseStr, Node, field_check, number_range, ref
 from evflow.runtime.protocol.topics import validate_filter
 from evflow.runtime.transport import MqttClient, MqttMessage, Overflow, Subscription
+
+from ._jsvalues import json_parse_or
 
 # Messages taken from the subscription without waiting before this node lets other tasks run.
 _YIELD_EVERY = 64
@@ -81,10 +82,9 @@ def _text(data: bytes) -> Any:
 
 
 def _auto_detect(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):  # not JSON (or not UTF-8), or nested beyond what Python parses
-        return _text(data)
+    # Node-RED: UTF-8 text, parsed when JSON.parse takes it (not NaN, not a BOM); else bytes.
+    text = _text(data)
+    return text if isinstance(text, bytes) else json_parse_or(text, text)
 
 
 _DECODERS: Mapping[Datatype, Any] = {

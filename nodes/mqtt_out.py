@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from evflow.runtime.codec import encode_json
+from evflow.runtime.codec import unstructure
 from evflow.runtime.errors import OutgoingFull
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import UNDEFINED, ConfigWarning, LooseStr, Node, field_check, number_range, ref
@@ -26,6 +26,8 @@ from evflow.runtime.oneshot import OneShot
 from evflow.runtime.protocol.topics import TopicError, topic_matches, validate_filter, validate_publish_topic
 from evflow.runtime.ratelimit import RateLimitedLog
 from evflow.runtime.transport import MqttClient
+
+from ._jsvalues import json_bytes, number_to_string, parse_int
 
 
 class WhenFull(enum.StrEnum):
@@ -44,9 +46,9 @@ def _qos(value: str, _: Any = None) -> int:
 
 
 def _msg_qos(value: Any) -> int:
-    """``msg.qos`` as Node-RED reads it: what is not 0, 1 or 2 counts as 0."""
-    text = str(value).strip()
-    return int(text) if text in ("1", "2") else 0
+    """``msg.qos`` as Node-RED reads it (``parseInt``): what is not 0, 1 or 2 counts as 0."""
+    qos = parse_int(value)
+    return qos if qos in (1, 2) else 0  # type: ignore[return-value]
 
 
 @attrs.frozen(kw_only=True)
@@ -76,33 +78,18 @@ class MqttOutConfig:
 
 def encode_payload(payload: Any) -> bytes:
     """As Node-RED's ``mqtt out`` sends a payload: bytes as they are, text as UTF-8, ``null`` as
-    nothing, numbers and booleans as their text, anything else (objects, arrays, typed replies) as
-    compact JSON through the codec, so a reply is forwarded as the JSON EVerest sent."""
+    nothing, numbers and booleans as JavaScript writes them, anything else (objects, arrays, typed
+    replies in their JSON form, so a reply is forwarded as the JSON EVerest sent) as JSON.stringify
+    writes it."""
     if isinstance(payload, bytes | bytearray):
         return bytes(payload)
     if isinstance(payload, str):
         return payload.encode()
     if payload is None:
         return b""
-    kind = type(payload)
-    if kind is bool:
-        return b"true" if payload else b"false"
-    if kind is int:
-        return str(payload).encode()
-    if kind is float:
-        return js_number_text(payload).encode()
-    return encode_json(payload)
-
-
-def js_number_text(value: float) -> str:
-    """A float as JavaScript prints it: 2.0 as "2", NaN as "NaN"."""
-    if value != value:
-        return "NaN"
-    if value in (float("inf"), float("-inf")):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
+    if isinstance(payload, bool | int | float):
+        return number_to_string(payload).encode()
+    return json_bytes(unstructure(payload))
 
 
 class MqttOut(Node[MqttOutConfig]):
@@ -156,7 +143,11 @@ class MqttOut(Node[MqttOutConfig]):
             if config.allowed_topics and not any(topic_matches(allowed, topic) for allowed in config.allowed_topics):
                 raise TopicError(f"msg.topic {topic!r} is not among this node's allowed_topics")
         qos = self._qos if self._qos is not None else _msg_qos(msg.props.get("qos"))
-        retain = self._retain if self._retain is not None else msg.props.get("retain") in (True, "true")
+        if self._retain is not None:
+            retain = self._retain
+        else:
+            asked = msg.props.get("retain")  # only true or "true", as Node-RED (not 1, which == True)
+            retain = asked is True or asked == "true"
         payload = encode_payload(msg.payload)
         if config.overflow is WhenFull.BLOCK:
             done = await self.mqtt.publish_when_room(topic, payload, qos, retain)

@@ -26,7 +26,7 @@ import attrs
 __all__ = ["FlowProblem", "NodeRecord", "load_flow_files", "substitute", "is_env_reference"]
 
 # A whole value that is a reference: ${NAME}, ${NAME:-default}, or Node-RED's older $(NAME).
-_REFERENCE = re.compile(r"\$\{(\S+?)(?::-([^}]*))?\}|\$\((\S+)\)")
+_REFERENCE = re.compile(r"\$\{([^}\s]+?)(?::-([^}]*))?\}|\$\(([^)\s]+)\)")
 _ONLY_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 # Node properties holding code or a template body: never substituted.
 VERBATIM_KEYS = frozenset({"func", "initialize", "finalize", "template"})

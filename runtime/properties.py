@@ -72,8 +72,17 @@ class PropertyError(ValueError):
     """A property expression that does not parse, or a step into ``undefined``/``null``."""
 
 
-_DIGITS = re.compile(r"\d+")
-_IDENTIFIER_START = re.compile(r"[a-z0-9$_]", re.IGNORECASE)
+# ASCII only, as JavaScript's \d and /i are: Python's would take "٣" for a digit and "K" (Kelvin) for k.
+_DIGITS = re.compile(r"[0-9]+")
+_IDENTIFIER_START = re.compile(r"[a-zA-Z0-9$_]")
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")
+
+
+def _index(key: str | int) -> int | None:
+    """``key`` as an array index, as JavaScript reads ``list["1"]`` as ``list[1]`` (not ``"01"``)."""
+    if type(key) is int:
+        return key  # type: ignore[return-value]
+    return int(key) if _ARRAY_INDEX.fullmatch(key) else None  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -193,13 +202,10 @@ def _step(value: Any, key: str | int, parts: Parts, index: int) -> Any:
     kind = type(value)
     if kind is dict:
         return value.get(key if isinstance(key, str) else str(key), UNDEFINED)
-    if kind is list or kind is tuple:
-        if type(key) is int:
-            return value[key] if key < len(value) else UNDEFINED
-        return len(value) if key == "length" else UNDEFINED
-    if kind is str:
-        if type(key) is int:
-            return value[key] if key < len(value) else UNDEFINED
+    if kind is list or kind is tuple or kind is str:
+        position = _index(key)
+        if position is not None:
+            return value[position] if position < len(value) else UNDEFINED
         return len(value) if key == "length" else UNDEFINED
     if value is UNDEFINED or value is None:
         what = "undefined" if value is UNDEFINED else "null"
@@ -301,30 +307,26 @@ def set_within(container: dict[str, Any], parts: Parts, value: Any) -> None:
             obj = _get_own(obj, key)
             if not isinstance(obj, dict | list):
                 return
-        if type(obj) is list:
-            if type(parts[-1]) is int and parts[-1] < len(obj):  # type: ignore[operator]
-                del obj[parts[-1]]  # type: ignore[arg-type]
-        else:
-            obj.pop(str(parts[-1]), None)
+        _delete(obj, parts[-1])
         return
     _set_within(container, parts, value, True, first=0)
 
 
 def _get_own(obj: Any, key: str | int) -> Any:
     if type(obj) is list:
-        if type(key) is int:
-            return obj[key] if key < len(obj) else UNDEFINED
-        return UNDEFINED
+        position = _index(key)
+        return obj[position] if position is not None and position < len(obj) else UNDEFINED
     return obj.get(key if isinstance(key, str) else str(key), UNDEFINED)
 
 
 def _put(obj: Any, key: str | int, value: Any) -> None:
     if type(obj) is list:
-        if type(key) is not int:
+        position = _index(key)
+        if position is None:
             return  # JavaScript would set a property on the array that JSON never shows
-        if key >= len(obj):
-            obj.extend([None] * (key - len(obj) + 1))  # JavaScript's holes serialise as null
-        obj[key] = value
+        if position >= len(obj):
+            obj.extend([None] * (position - len(obj) + 1))  # JavaScript's holes serialise as null
+        obj[position] = value
     else:
         obj[key if isinstance(key, str) else str(key)] = value
 
@@ -353,13 +355,18 @@ def delete_property(msg: Message, parts: Parts) -> Message:
             return msg
         _put(obj, key, child)  # a typed value on the way is now its JSON form: keep that form
         obj = child
-    last = parts[-1]
-    if type(obj) is list:
-        if type(last) is int and last < len(obj):
-            del obj[last]
-    else:
-        obj.pop(last if isinstance(last, str) else str(last), None)
+    _delete(obj, parts[-1])
     return _with_root(msg, head, root)
+
+
+def _delete(obj: dict[str, Any] | list[Any], key: str | int) -> None:
+    """Delete ``key`` from ``obj``; an array element is spliced out, as Node-RED does."""
+    if type(obj) is list:
+        position = _index(key)
+        if position is not None and position < len(obj):
+            del obj[position]
+    else:
+        obj.pop(key if isinstance(key, str) else str(key), None)  # type: ignore[union-attr]
 
 
 def _text(parts: Parts) -> str:

@@ -22,7 +22,7 @@ import attrs
 from .message import Message
 from .properties import UNDEFINED, PropertyError, get_property, parse_property
 
-__all__ = ["TYPES", "TypedValue", "TypedValueError", "ValueContext", "js_number", "js_regex", "env_text"]
+__all__ = ["JS_WHITESPACE", "TYPES", "TypedValue", "TypedValueError", "ValueContext", "env_text", "js_number", "js_regex"]
 
 TYPES = ("str", "num", "bool", "json", "date", "env", "msg", "flow", "global", "re", "bin", "jsonata")
 
@@ -46,6 +46,11 @@ class ValueContext(Protocol):
 _HEX = re.compile(r"[+-]?0[xX][0-9a-fA-F]+")
 _OCT = re.compile(r"0[oO][0-7]+")
 _BIN = re.compile(r"0[bB][01]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# JavaScript's white space and line terminators (what trim() and Number() take away); Python's
+# str.strip() also takes \x1c-\x1f and \x85, and not \ufeff.
+JS_WHITESPACE = ("\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+                 "\u2028\u2029\u202f\u205f\u3000\ufeff")
 
 
 def js_number(value: Any) -> int | float:
@@ -56,10 +61,10 @@ def js_number(value: Any) -> int | float:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < 2**53 else value
+        return int(value) if value.is_integer() and abs(value) <= 2**53 else value
     if value is None:
         return 0
-    text = str(value).strip()
+    text = str(value).strip(JS_WHITESPACE)
     if text == "":
         return 0
     try:
@@ -71,7 +76,7 @@ def js_number(value: Any) -> int | float:
             return int(text[2:], 2)
         if text in ("Infinity", "+Infinity", "-Infinity"):
             return float(text.replace("Infinity", "inf"))
-        if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", text):
+        if not _DECIMAL.fullmatch(text):
             return math.nan
         return js_number(float(text))
     except ValueError:
@@ -200,8 +205,13 @@ def _prepare(value: Any, type_: str) -> Callable[[Message | None, ValueContext],
 
 
 def _js_json(text: str) -> Any:
-    """JSON as JavaScript reads it: numbers are one kind, so ``1.0`` is ``1``."""
-    return json.loads(text, parse_float=lambda number: js_number(float(number)))
+    """JSON as JavaScript's ``JSON.parse`` reads it: numbers are one kind, so ``1.0`` is ``1``, and
+    ``NaN`` and ``Infinity`` are not JSON."""
+    return json.loads(text, parse_float=lambda number: js_number(float(number)), parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _parts(expression: Any) -> tuple[str | int, ...]:

@@ -390,7 +390,6 @@ async def test_debug_prints_what_complete_chooses(tmp_path: Path, capsys: pytest
     ])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an inactive debug node prints nothing, also with console; Node-RED still logs it")
 async def test_debug_console_output_does_not_depend_on_active(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # 21-debug.js: `if (node.console === "true") node.log(...)` comes before, and outside of, `if (node.active)`,
     # which guards only the sidebar.
@@ -436,21 +435,18 @@ async def test_debug_tostatus_with_its_own_property_and_while_inactive(tmp_path:
     assert seen == [{"fill": "grey", "shape": "dot", "text": "3"}]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a text status is shown as JSON (quoted); Node-RED shows the text itself")
 async def test_debug_status_shows_text_as_it_is(tmp_path: Path) -> None:
     # 21-debug.js: st = (typeof output === 'string') ? output : util.inspect(output)
     seen = await statuses_for(tmp_path, debug_node(tostatus=True), [message("charging")])
     assert seen == [{"fill": "grey", "shape": "dot", "text": "charging"}]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a long status is cut at 32 characters without Node-RED's '...' (and quoted)")
 async def test_debug_status_is_cut_at_32_characters_with_an_ellipsis(tmp_path: Path) -> None:
     # 21-debug.js: if (st.length > statuslength) { st = st.substr(0,statuslength) + "..."; }
     seen = await statuses_for(tmp_path, debug_node(tostatus=True), [message("0123456789" * 4)])
     assert seen == [{"fill": "grey", "shape": "dot", "text": "01234567890123456789012345678901..."}]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with complete \"true\", the status shows the whole message; Node-RED shows msg.payload")
 async def test_debug_status_of_a_complete_message_shows_the_payload(tmp_path: Path) -> None:
     # 21-debug.js prepareStatus: statusType "auto" and complete "true" -> done(null, {msg: msg.payload})
     debug = debug_node(tostatus=True, complete="true", targetType="full")
@@ -497,7 +493,6 @@ async def test_mqtt_in_reads_payloads_per_datatype(tmp_path: Path, broker: Mosqu
     assert kit.nothing_sent("caught")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: auto-detect parses with json.loads: NaN, Infinity, a BOM, UTF-16")
 async def test_mqtt_in_auto_detect_parses_only_strict_json(
     tmp_path: Path, broker: MosquittoBroker, mqtt: MqttClient
 ) -> None:
@@ -577,7 +572,6 @@ async def test_mqtt_out_qos_and_retain_from_the_node_or_the_message(
     assert kit.stats()["dyn"] == {"published": 5, "dropped": 0}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: msg.retain 1 retains (1 == True in Python); Node-RED retains only true or \"true\"")
 async def test_mqtt_out_retains_only_for_true(tmp_path: Path, broker: MosquittoBroker, mqtt: MqttClient) -> None:
     # 10-mqtt.js: msg.retain = ((msg.retain === true) || (msg.retain === "true")) || false
     watch = await mqtt.subscribe("one/#", qos=1)
@@ -614,7 +608,6 @@ def test_encode_payload_as_javascript_prints_it(payload: Any, expected: bytes) -
     assert encode_payload(payload) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="bug: floats print as Python prints them (2.0, 1e-07, exact digits, NaN in JSON)")
 @pytest.mark.parametrize(("payload", "expected"), [
     ({"v": 2.0}, b'{"v":2}'),  # JSON.stringify({v: 2}): a float read from JSON "2.0" comes back as 2
     (1e-7, b"1e-7"),

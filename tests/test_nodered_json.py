@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evflow.nodes import _jsvalues as js
 from evflow.nodes.change import Change
@@ -242,3 +244,27 @@ def test_json_empty_property_means_payload(tmp_path: Path) -> None:
     flow.write_text(json.dumps([TAB, json_node(prop="")]))
     plan = load_plan([flow], registry=Registry.from_entry_points().with_types(*TYPES), env={})
     assert [n.id for n in plan.nodes if n.id == "n"] == ["n"]
+
+
+# ---- json_bytes: the C encoder where its text is JavaScript's, json_stringify elsewhere ----------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.floats() | st.text()
+    | st.binary(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4) | st.sampled_from(["1", "01", "0"]),
+                                                                 inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+def test_json_bytes_is_json_stringify(value: Any) -> None:
+    assert js.json_bytes(value) == js.json_stringify(value).encode()
+
+
+def test_json_bytes_takes_the_fast_path_only_where_the_text_cannot_differ() -> None:
+    # what Python's encoder writes differently: each goes through json_stringify
+    assert js.json_bytes({"v": 2.0, "w": 1e-7, "n": math.nan}) == b'{"v":2,"w":1e-7,"n":null}'
+    assert js.json_bytes({"b": 1, "1": 2}) == b'{"1":2,"b":1}'
+    assert js.json_bytes({"d": b"\x01"}) == b'{"d":{"type":"Buffer","data":[1]}}'
+    assert js.json_bytes(["\ud800"]) == b'["\\ud800"]'

@@ -156,11 +156,10 @@ def test_nested_msg_references_are_refused_as_unsupported() -> None:
             parse_property(expression)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Python's \\d and IGNORECASE are Unicode-wide; JavaScript's are ASCII")
 @pytest.mark.parametrize("expression", ["a[1\u0663]", "a[1\uff11]", "payload.\u212a"])
 def test_parse_property_takes_only_ascii_digits_and_letters(expression: str) -> None:
-    # Node-RED 4.1.9: "a[1٣]" throws "unexpected array expression at position 2" (evflow: ("a", 13));
-    # "payload.K" (KELVIN SIGN) throws "unexpected K at position 8" (evflow: ("payload", "K")).
+    # Node-RED 4.1.9: "a[1٣]" throws "unexpected array expression at position 2";
+    # "payload.K" (KELVIN SIGN) throws "unexpected K at position 8".
     with pytest.raises(PropertyError):
         parse_property(expression)
 
@@ -215,9 +214,8 @@ def test_get_property_steps_into_undefined_or_null_fail(expression: str, error: 
         get(message(MSG), expression)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a trailing all-digit name (text \"1\") is no array or string index")
 @pytest.mark.parametrize(("expression", "value"), [
-    # Node-RED 4.1.9's answers (JavaScript's obj["1"] is obj[1]); evflow reads undefined.
+    # Node-RED 4.1.9's answers (JavaScript's obj["1"] is obj[1]).
     ("payload.a.b.1", {"c": "x"}),
     ('payload.a.b["1"]', {"c": "x"}),
     ("payload.a.s.1", "t"),
@@ -264,10 +262,9 @@ def test_set_property_changes_the_message_as_node_red_does(
     assert as_object(changed) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a trailing all-digit name (text \"1\") does not set an array element")
 @pytest.mark.parametrize("expression", ["payload.list.1", 'payload.list["1"]'])
 def test_set_property_digit_names_index_arrays(expression: str) -> None:
-    # Node-RED 4.1.9's answer: list becomes [1, 9, 3]; evflow leaves it [1, 2, 3].
+    # Node-RED 4.1.9's answer: list becomes [1, 9, 3].
     changed = set_property(message(MSG), parse_property(expression), 9)
     assert as_object(changed) == _with({"list": [1, 9, 3]})
 
@@ -439,7 +436,6 @@ def test_js_number_of_non_text_values() -> None:
     assert type(js_number(2.0)) is int and js_number(2.5) == 2.5
 
 
-@pytest.mark.xfail(strict=True, reason="bug: js_number accepts non-ASCII digits and strips Python's whitespace set, not JavaScript's")
 @pytest.mark.parametrize(("text", "number"), [
     # node 20's answers: Number("١٢") and Number("１２") are NaN (JavaScript's digits are ASCII);
     # "\ufeff" is JavaScript whitespace, "\x1c" and "\x85" are not (Python's str.strip removes them).
@@ -499,10 +495,9 @@ def test_unusable_typed_values_are_refused_when_prepared(value: str, value_type:
         TypedValue.of(value, value_type)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: typed json uses Python's json.loads, which takes NaN and Infinity")
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", '{"a": NaN}'])
 def test_typed_json_is_strict_json(text: str) -> None:
-    # JSON.parse("NaN") throws in node 20 ("\"NaN\" is not valid JSON"); evflow gives nan.
+    # JSON.parse("NaN") throws in node 20 ("\"NaN\" is not valid JSON").
     with pytest.raises(TypedValueError):
         TypedValue.of(text, "json")
 
@@ -582,10 +577,9 @@ def test_a_reference_inside_text_is_left_as_written() -> None:
         assert substituted(text, env) == (text, []), text
 
 
-@pytest.mark.xfail(strict=True, reason="bug: two references in one value are read as one variable named 'HOST}${HOST'")
 def test_two_references_in_one_value_are_text_with_references_inside() -> None:
-    # Node-RED's /^\${(\S+)}$/ matches too, looks up "HOST}${HOST", finds nothing and keeps the text;
-    # evflow refuses the flow: "environment variable HOST}${HOST is not set".
+    # Node-RED's /^\${(\S+)}$/ matches too, looks up "HOST}${HOST", finds nothing and keeps the text
+    # (evflow once refused the flow: "environment variable HOST}${HOST is not set").
     assert substituted("${HOST}${HOST}", {"HOST": "broker.local"}) == ("${HOST}${HOST}", [])
 
 
