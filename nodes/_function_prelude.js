@@ -25,6 +25,7 @@
 
     var info = {id: "", name: "", outputs: 1, env: null};
     var compiled = {};      // kind ("body", "setup", "cleanup") -> the node's code as a function
+    var sources = {};       // kind -> the node's code as written
     var phase = "";         // the kind of code running
     var effects = [];       // what the running call did, in order
     var failure;            // node.done(err): the message failed
@@ -81,12 +82,19 @@
         }
         var text = String(error);
         if (error instanceof ReferenceError) {
+            // Node-RED puts the stack's first line and the position into err.message, and
+            // reports err.toString(): the name comes twice.
             var at = __evflow_position(error.stack);
-            if (at) {
-                text += " (line " + at.line + ", col " + at.col + ")";
-            }
+            text = "ReferenceError: " + text + (at ? " (line " + at.line + ", col " + __evflow_v8_column(at) + ")" : "");
         }
         return text;
+    }
+
+    function __evflow_v8_column(at) {
+        // QuickJS points at the name that is not defined; V8 at the `return` of `return name`.
+        var code = (sources[phase] || "").split("\n")[at.line - 1] || "";
+        var before = /\breturn\s+$/.exec(code.slice(0, at.col - 1));
+        return before ? before.index + 1 : at.col;
     }
 
     function __evflow_position(stack) {
@@ -479,6 +487,7 @@
         try {
             var make = /\bawait\b/.test(source) ? AsyncFunction : Function;
             compiled[kind] = make("msg", "node", source);
+            sources[kind] = source;
             return null;
         } catch (error) {
             var at = /<input>:(\d+):(\d+)/.exec(String(error.stack || ""));

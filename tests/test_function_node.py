@@ -323,7 +323,8 @@ async def test_a_thrown_error_goes_to_catch_and_the_flow_goes_on(tmp_path: Path)
         await kit.inject("f", "fine")
         assert (await kit.expect("f")).payload == "fine"
     assert texts == ["TypeError: cannot read property 'x' of null", "TypeError: not a number", "just text",
-                     "ReferenceError: missingFunction is not defined (line 6, col 20)"]  # fmt: skip
+                     # Node-RED's own text: the name twice, the column of `return` (V8's)
+                     "ReferenceError: ReferenceError: missingFunction is not defined (line 6, col 13)"]  # fmt: skip
 
 
 async def test_node_error_with_a_message_is_caught_and_the_code_goes_on(tmp_path: Path) -> None:
@@ -442,9 +443,9 @@ async def test_no_require_process_or_modules(tmp_path: Path) -> None:
             texts.append((await failure_of(kit))[0])
         await kit.inject("f", "fine")
         assert (await kit.expect("f")).payload == "undefined"
-    assert texts[0].startswith("ReferenceError: require is not defined (line 2")
-    assert texts[1].startswith("ReferenceError: process is not defined (line 3")
-    assert texts[2] == "ReferenceError: could not load module 'fs'"
+    assert texts[0].startswith("ReferenceError: ReferenceError: require is not defined (line 2")
+    assert texts[1].startswith("ReferenceError: ReferenceError: process is not defined (line 3")
+    assert texts[2] == "ReferenceError: ReferenceError: could not load module 'fs'"
     assert texts[3].startswith("Error: setTimeout is not available in evflow's function node")
     assert texts[4].startswith("Error: the function's promise never settled")
 
