@@ -24,7 +24,6 @@ from typing import Any
 import attrs
 import trio
 
-from evflow.runtime.codec import CodecError, load_json
 from evflow.runtime.message import Message
 from evflow.runtime.nodeapi import LooseInt, LooseStr, Node, field_check, number_range, ref
 from evflow.runtime.protocol.topics import validate_filter
@@ -81,6 +80,30 @@ def _text(data: bytes) -> Any:
         return data
 
 
+class NotDecoded(Exception):
+    """A payload the node's datatype cannot read: Node-RED's words for it, and the message's payload
+    as Node-RED hands it to ``catch`` (the text when it was text, else the bytes)."""
+
+    def __init__(self, problem: str, payload: bytes | str) -> None:
+        super().__init__(problem)
+        self.payload = payload
+
+
+_NOT_JSON = object()
+
+
+def _json(data: bytes) -> Any:
+    # 10-mqtt.js: UTF-8 text that JSON.parse takes; its two errors word the two ways to fail.
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotDecoded("Invalid JSON string", data) from None
+    value = json_parse_or(text, _NOT_JSON)
+    if value is _NOT_JSON:
+        raise NotDecoded("Failed to parse JSON string", text)
+    return value
+
+
 def _auto_detect(data: bytes) -> Any:
     # Node-RED: UTF-8 text, parsed when JSON.parse takes it (not NaN, not a BOM); else bytes.
     text = _text(data)
@@ -90,7 +113,7 @@ def _auto_detect(data: bytes) -> Any:
 _DECODERS: Mapping[Datatype, Any] = {
     Datatype.AUTO: _text,
     Datatype.AUTO_DETECT: _auto_detect,
-    Datatype.JSON: load_json,
+    Datatype.JSON: _json,
     Datatype.UTF8: lambda data: data.decode("utf-8", errors="replace"),
     Datatype.BUFFER: lambda data: data,
     Datatype.BASE64: lambda data: base64.b64encode(data).decode("ascii"),
@@ -236,11 +259,10 @@ class MqttIn(Node[MqttInConfig]):
                 data, topic = incoming.payload, incoming.topic
                 try:
                     payload = decode(data)
-                except (CodecError, UnicodeDecodeError) as exc:
+                except NotDecoded as exc:
                     self.undecodable += 1
-                    problem = str(exc) if isinstance(exc, CodecError) else "payload is not UTF-8 text"
-                    failed = Message(data, topic, props=_PROPS[incoming.qos, incoming.retain])
-                    await self.context.error(f"{problem} (topic {topic})", failed)
+                    failed = Message(exc.payload, topic, props=_PROPS[incoming.qos, incoming.retain])
+                    await self.context.error(str(exc), failed)
                     continue
                 await send(Message(payload, topic, props=_PROPS[incoming.qos, incoming.retain]), 0)
         finally:
@@ -252,7 +274,7 @@ class MqttIn(Node[MqttInConfig]):
             return False
         try:
             payload = self._decode(incoming.payload)
-        except (CodecError, UnicodeDecodeError):
+        except NotDecoded:
             return False  # this task reports it
         if not self.context.send_nowait(Message(payload, incoming.topic, props=_PROPS[incoming.qos, incoming.retain]), 0):
             return False

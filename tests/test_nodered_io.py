@@ -485,9 +485,10 @@ async def test_mqtt_in_reads_payloads_per_datatype(tmp_path: Path, broker: Mosqu
             got = [await kit.expect(f"out-{datatype}") for _ in wanted]
             assert [m.payload for m in got] == wanted, datatype
             assert all(m.topic == f"dt/{datatype}" and qos_and_retain(m) == (1, False) for m in got)
-        # json: what is not JSON (or not UTF-8) fails, with the payload as it came
+        # json: text that is not JSON fails with the text, what is not UTF-8 with the bytes, in Node-RED's words
         failed = [await kit.expect("caught") for _ in range(2)]
-    assert [m.payload for m in failed] == [b"plain", b"\xff\xfe"]
+    assert [m.payload for m in failed] == ["plain", b"\xff\xfe"]
+    assert [m.error.message for m in failed if m.error] == ["Failed to parse JSON string", "Invalid JSON string"]
     assert all(m.topic == "dt/json" and qos_and_retain(m) == (1, False) for m in failed)
     assert all(m.error is not None and m.error.source_id == "in-json" for m in failed)
     assert kit.nothing_sent("caught")

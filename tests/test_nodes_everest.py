@@ -155,7 +155,8 @@ async def test_mqtt_in_decoding_failure_reaches_catch(tmp_path: Path, broker: Mo
     caught = [m for m in caught if m is not refused]
     (caught,) = caught
     assert got.payload == {"ok": True} and got.topic == "data/2"
-    assert caught.error is not None and "invalid JSON" in caught.error.message and "data/1" in caught.error.message
+    assert caught.error is not None and caught.error.message == "Failed to parse JSON string"
+    assert caught.topic == "data/1" and caught.payload == "not json"
 
 
 class _Held(Node[NoConfig]):
