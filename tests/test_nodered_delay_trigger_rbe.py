@@ -300,6 +300,21 @@ async def test_rate_queue_to_front_flush_and_reset(tmp_path: Path, autojump_cloc
         assert flow.nothing_sent("out")  # "b" was dropped by the reset
 
 
+async def test_rate_queue_flush_with_a_topic_releases_all_and_itself(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    # 10-delay.js: the flush message, less its flush, has more than _msgid (a topic): it is queued
+    # first, then the flush sends the whole queue, itself last.
+    node = delay_node(pauseType="rate", rate="1", nbRateUnits="10")
+    async with run_flow(flow_of(node), node_types=TYPES, workdir=tmp_path) as flow:
+        for payload in "xyz":
+            await flow.inject_message("d", message(payload, "in/slow"))
+        assert (await flow.expect("out")).payload == "x"
+        await flow.inject_message("d", message(UNDEFINED, "in/flush", flush=True))
+        sent = [await flow.expect("out", timeout=1) for _ in range(3)]
+        assert [(m.payload, m.topic) for m in sent] == [("y", "in/slow"), ("z", "in/slow"), (UNDEFINED, "in/flush")]
+        assert all("flush" not in m.props for m in sent)
+
+
 async def test_rate_can_be_set_by_msg_rate(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
     node = delay_node(pauseType="rate", rate="1", allowrate=True)
     async with run_flow(flow_of(node), node_types=TYPES, workdir=tmp_path) as flow:
