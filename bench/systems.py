@@ -89,6 +89,8 @@ class Evflow:
              "idle": "idle.json", "request": "request.json"}
 
     def __init__(self, python_options: list[str] | None = None) -> None:
+        # Options of `evflow run` (after the flow file), for legs that measure one.
+        self.run_options: list[str] = []
         # The command a user runs: the `evflow` script of this venv (python -m as a fallback);
         # with interpreter options (-X importtime), the same script run by this venv's python.
         script = Path(sys.executable).with_name("evflow")
@@ -108,7 +110,7 @@ class Evflow:
         flow = workdir / "flow.json"
         flow.write_text(json.dumps(nodes, indent=1))
         env = user_environment(BENCH_BROKER=f"mqtt://127.0.0.1:{port}")
-        return _spawn([*self.command, "run", str(flow)], workdir, env)
+        return _spawn([*self.command, "run", str(flow), *self.run_options], workdir, env)
 
 
 class PahoFloor:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 import trio
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
-from evflow.runtime.nodeapi import ConfigNode, field_check, number_range, ref, run_service
+from evflow.runtime.nodeapi import ConfigNode, OperationStats, field_check, number_range, ref, run_service
 from evflow.runtime.protocol.topics import validate_external_prefix, validate_topic_level
 
 from .mqtt_broker import MqttBroker
@@ -40,6 +42,9 @@ class EverestApi(ConfigNode[EverestApiConfig]):
             request_timeout=c.request_timeout, max_in_flight=c.max_in_flight,
         )
         await run_service(self.client.run, task_status=task_status)  # its reply subscription granted
+
+    def request_stats(self) -> Mapping[str, OperationStats]:
+        return self.client.operation_stats if hasattr(self, "client") else {}
 
     def stats(self) -> dict[str, int]:
         return {f"requests_{k}": v for k, v in attrs.asdict(self.client.stats).items()} if hasattr(self, "client") else {}

@@ -8,7 +8,7 @@ import trio
 from evflow.runtime.client import ApiClient, HeartbeatSubscription
 from evflow.runtime.errors import InvalidPayload
 from evflow.runtime.message import new_message
-from evflow.runtime.nodeapi import Node, number_range, one_of, ref
+from evflow.runtime.nodeapi import Node, Readiness, number_range, one_of, ref
 from evflow.runtime.protocol.heartbeat import BeatKind, HeartbeatSequence, Liveness, LivenessEvent
 from evflow.runtime.transport import Overflow
 
@@ -43,10 +43,21 @@ class Heartbeat(Node[HeartbeatConfig]):
             return {}
         subscription = self.beats.subscription
         return {"beats": self.received, "invalid": self.beats.invalid, "dropped": subscription.dropped,
+                "gaps": self.gaps, "restarts": self.restarts, "lost": self.losses,
                 "unprocessed_at_stop": subscription.pending}
 
+    def readiness(self) -> Readiness:
+        liveness = self._liveness
+        if liveness is None or self.received == 0:
+            return Readiness(False, "no heartbeat from EVerest yet", self._since)
+        if liveness.lost:
+            return Readiness(False, f"no heartbeat from EVerest within {self.config.timeout:g} s", self._since)
+        return Readiness(True, since=self._since)
+
     async def start(self) -> None:
-        self.received = 0
+        self.received = self.gaps = self.restarts = self.losses = 0
+        self._liveness: Liveness | None = None
+        self._since = trio.current_time()  # when readiness last changed
         client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
         self.topic = client.topics.e2m("heartbeat")
         # BLOCK: beats a slow flow has not taken yet wait in the subscription's backlog, not dropped.
@@ -55,7 +66,7 @@ class Heartbeat(Node[HeartbeatConfig]):
         )
 
     async def run(self) -> None:
-        liveness = Liveness(self.config.timeout)
+        liveness = self._liveness = Liveness(self.config.timeout)
         liveness.start(trio.current_time())
         self._restored = trio.Event()
         # Two tasks, and no timer around a send: a beat on its way to a slow node is never cut short.
@@ -86,15 +97,20 @@ class Heartbeat(Node[HeartbeatConfig]):
                 await self.context.error(exc)
                 continue
             self.received += 1
+            if self.received == 1:
+                self._since = trio.current_time()
             if liveness.beat(subscription.last_arrival or trio.current_time()) is LivenessEvent.RESTORED:
+                self._since = trio.current_time()
                 self._restored.set()
                 self._restored = trio.Event()
                 await send(new_message({"event": "restored", "beat": beat}, topic), 1)
             event = sequence.observe(beat)
             if event.kind is BeatKind.GAP:
+                self.gaps += 1
                 await send(new_message({"event": "gap", "missed": event.missed, "beat": beat,
                                         "previous": event.previous}, topic), 1)
             elif event.kind is BeatKind.RESTARTED:
+                self.restarts += 1
                 await send(new_message({"event": "restarted", "beat": beat, "previous": event.previous}, topic), 1)
             await send(new_message(beat, topic), 0)
 
@@ -112,4 +128,6 @@ class Heartbeat(Node[HeartbeatConfig]):
             if arrived is not None and liveness.last_seen is not None and arrived > liveness.last_seen:
                 liveness.last_seen = arrived  # beats came, and wait in the subscription: alive
             if liveness.check(trio.current_time()) is LivenessEvent.LOST:
+                self.losses += 1
+                self._since = trio.current_time()
                 await self.context.send(new_message({"event": "lost", "timeout": self.config.timeout}, self.topic), 1)

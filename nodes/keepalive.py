@@ -11,7 +11,7 @@ import trio
 from evflow.runtime.client import ApiClient
 from evflow.runtime.errors import MqttError
 from evflow.runtime.message import Message
-from evflow.runtime.nodeapi import ConfigWarning, Node, number_range, ref
+from evflow.runtime.nodeapi import ConfigWarning, Node, Readiness, number_range, ref
 from evflow.runtime.ratelimit import RateLimitedLog
 
 
@@ -54,6 +54,18 @@ class Keepalive(Node[KeepaliveConfig]):
                                   f"communication check timeout ({config.everest_timeout:g} s): EVerest will "
                                   "raise communication check failures")]
         return []
+
+    def readiness(self) -> Readiness:
+        # Ready while EVerest, counting from the last check that went out, still takes this side
+        # for alive: the check's own timeout is what matters, not this node's interval.
+        last_sent = getattr(self, "_last_sent", float("-inf"))
+        if last_sent == float("-inf"):
+            return Readiness(False, "no communication check sent yet")
+        stale_at = last_sent + self.config.everest_timeout
+        if trio.current_time() < stale_at:
+            return Readiness(True)
+        return Readiness(False, f"no communication check sent within EVerest's {self.config.everest_timeout:g} s",
+                         stale_at)
 
     async def start(self) -> None:
         self.client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]

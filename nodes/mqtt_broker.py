@@ -31,6 +31,7 @@ from evflow.runtime.nodeapi import (
     LooseBool,
     LooseInt,
     LooseStr,
+    Readiness,
     number_range,
     ref,
     renamed,
@@ -266,6 +267,14 @@ class MqttBroker(ConfigNode[MqttBrokerConfig]):
 
     def stats(self) -> dict[str, int]:
         return attrs.asdict(self.mqtt.stats) if hasattr(self, "mqtt") else {}
+
+    def readiness(self) -> Readiness:
+        mqtt = getattr(self, "mqtt", None)
+        if mqtt is None:
+            return Readiness(False, "not started")
+        if mqtt.connected:
+            return Readiness(True, since=mqtt.state_since)
+        return Readiness(False, mqtt.down_reason, mqtt.state_since)
 
 
 __all__ = ["BrokerCredentials", "BrokerUrlError", "MqttBroker", "MqttBrokerConfig", "broker_url"]

@@ -44,6 +44,35 @@ def _ratio(text: str) -> float:
     return value
 
 
+def _listen_address(text: str) -> tuple[str, int]:
+    """``[HOST:]PORT``: an IP address (IPv6 in brackets) or ``localhost``; 127.0.0.1 when not given."""
+    import ipaddress
+
+    host, _, port_text = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    host = host or "127.0.0.1"
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {port}")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"host must be an IP address or localhost, got {host!r}") from None
+    return host, port
+
+
+def _node_log_level(text: str) -> tuple[str, int]:
+    node_id, _, level = text.rpartition("=")
+    levels = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+    if not node_id or level not in levels:
+        raise argparse.ArgumentTypeError(f"expected NODE_ID=LEVEL (LEVEL: {', '.join(levels)}), got {text!r}")
+    return node_id, levels[level]
+
+
 def _add_api_target(parser: argparse.ArgumentParser, *, broker_required: bool) -> None:
     parser.add_argument("--broker", required=broker_required, metavar="URL",
                         help="broker URL: mqtt://host:port, mqtts://host:port or unix:///path")
@@ -61,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"evflow {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                         help="log level (default: info)")
+    parser.add_argument("--log-format", default="auto", choices=["auto", "text", "json"],
+                        help="log lines: text (coloured on a terminal), json, or auto (default): text on a "
+                        "terminal, JSON lines otherwise")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     probe = commands.add_parser(
@@ -94,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="of those, at most this long for messages in flight to finish (default: 2)")
     run.add_argument("--close-timeout", type=_positive_float, default=2.0, metavar="S",
                      help="and at most this long for the nodes to close (default: 2)")
+    run.add_argument("--http", type=_listen_address, metavar="[HOST:]PORT",
+                     help="serve /healthz, /ready, /metrics and the status page (/) here; HOST defaults to "
+                     "127.0.0.1 (loopback): name another address to be reached from the network (default: off)")
+    run.add_argument("--node-log-level", type=_node_log_level, action="append", metavar="NODE_ID=LEVEL",
+                     help="a node's own log level, above or below --log-level (repeatable)")
     run.set_defaults(module="evflow.runtime.commands.run")
 
     validate = commands.add_parser(
@@ -201,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .logsetup import configure_logging
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     command = importlib.import_module(args.module)
     try:
         return int(command.run(args))

@@ -27,7 +27,16 @@ from .models.evse_security import U64_MAX, HeartbeatId
 from .oneshot import OneShot
 from .protocol.api import COMMUNICATION_CHECK, HEARTBEAT, ApiSpec, Operation
 from .protocol.envelope import encode_request
-from .protocol.requests import Dropped, DropReason, PendingRequest, Reply, RequestStats, RequestTable, reply_prefix_for
+from .protocol.requests import (
+    Dropped,
+    DropReason,
+    OperationStats,
+    PendingRequest,
+    Reply,
+    RequestStats,
+    RequestTable,
+    reply_prefix_for,
+)
 from .protocol.topics import ApiTopics
 from .ratelimit import RateLimitedLog
 from .transport import MqttClient, MqttMessage, Overflow, Subscription
@@ -106,6 +115,8 @@ class ApiClient:
         self._timer = trio.CancelScope(deadline=math.inf)
         self._timer_running = False
         self._request_topics = {name: self.topics.m2e(name) for name in api.operations}
+        # Per operation: latency of the answered requests, timeouts (for /metrics).
+        self.operation_stats = {name: OperationStats() for name in api.operations}
         self._log_dropped = RateLimitedLog(log)
 
     @property
@@ -194,6 +205,18 @@ class ApiClient:
         unsent as it may (a stalled broker), it waits for room within the deadline.
         """
         op = operation if isinstance(operation, Operation) else self.api.operation(operation)
+        stats = self.operation_stats[op.name]
+        started = trio.current_time()
+        try:
+            reply = await self._request(op, payload, timeout, wait_for_connection)
+        except RequestTimeout:
+            stats.timeouts += 1
+            raise
+        stats.latency.observe(trio.current_time() - started)
+        return reply
+
+    async def _request(self, op: Operation[Any, Any], payload: Any, timeout: float | None,
+                       wait_for_connection: bool) -> Any:
         if not isinstance(payload, op.request_type):
             try:
                 payload = structure(payload, op.request_type)

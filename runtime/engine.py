@@ -28,12 +28,13 @@ from .context import Contexts
 from .delivery import Inbox, InboxStats, InFlight, Overflow
 from .errors import EvflowError
 from .failures import FailureRouter, covers
-from .host import NodeHost, Tap
+from .host import NodeHost, Tap, Trace
 from .message import Message
+from .nodeapi import OperationStats, Readiness
 from .ratelimit import RateLimitedLog
 from .validate import FlowPlan, PlannedNode
 
-__all__ = ["FlowEngine", "FlowFailed", "FlowStartError"]
+__all__ = ["FlowEngine", "FlowFailed", "FlowStartError", "NodeState"]
 
 log = logging.getLogger("evflow.engine")
 
@@ -46,9 +47,53 @@ class FlowFailed(EvflowError):
     """A source kept failing beyond its restart limit: the flow stops, loudly."""
 
 
+@attrs.frozen
+class NodeState:
+    """A node of the running flow as it is now, for ``/ready``, ``/metrics`` and the status page:
+    the engine's counters of every node (messages handled, sent, failed, dropped at its input, and
+    queued there), the node's own counters, the status it shows and its readiness."""
+
+    id: str
+    type: str
+    name: str
+    tab: str
+    is_config: bool
+    received: int
+    sent: int
+    errors: int
+    dropped: int
+    queued: int
+    counters: Mapping[str, int]
+    status: Mapping[str, Any]
+    readiness: Readiness | None
+    # a client of an EVerest API: per operation, latency and timeouts
+    requests: Mapping[str, OperationStats]
+
+
 class _NodeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A node's log: its lines begin with its name (or id) and carry its id and type (JSON logs);
+    ``level``, when set, is the node's own (``--node-log-level``), above or below the global one."""
+
+    def __init__(self, logger: logging.Logger, node_id: str, node_type: str, shown: str, level: int | None) -> None:
+        super().__init__(logger, {"node_id": node_id, "node_type": node_type})
+        self.prefix = f"[{shown}] "
+        self.level = level
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['node']}] {msg}", kwargs  # type: ignore[index]
+        extra = kwargs.get("extra")
+        kwargs["extra"] = self.extra if not extra else {**self.extra, **extra}  # type: ignore[dict-item]
+        return self.prefix + str(msg), kwargs
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self.level is not None:
+            return level >= self.level
+        return self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            msg, kwargs = self.process(msg, kwargs)
+            # Past the logger's own level check: this node's level was checked just above.
+            self.logger._log(level, msg, args, **kwargs)
 
 
 class FlowEngine:
@@ -60,6 +105,7 @@ class FlowEngine:
         stop_timeout: float = 5.0,
         drain_timeout: float = 2.0,
         close_timeout: float = 2.0,
+        node_log_levels: Mapping[str, int] | None = None,
         max_restarts: int = 5,
         restart_window: float = 60.0,
         restart_delay: float = 0.1,
@@ -75,6 +121,7 @@ class FlowEngine:
         self._in_flight = InFlight()
         self._failures = FailureRouter()
         self._stop = trio.Event()
+        self._running = False
         # Set when run() has gone through every shutdown phase.
         self.stopped = trio.Event()
         self._planned: dict[str, PlannedNode] = {planned.id: planned for planned in plan.nodes}
@@ -82,10 +129,12 @@ class FlowEngine:
         self.contexts = Contexts()
         for planned in plan.nodes:
             _register_secrets(planned.config)
-            node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), {"node": planned.name or planned.id})
+            node_log = _NodeLog(logging.getLogger(f"evflow.node.{planned.type}"), planned.id, planned.type,
+                                planned.name or planned.id, (node_log_levels or {}).get(planned.id))
             self._hosts[planned.id] = NodeHost(
                 node_id=planned.id, node_type=planned.type, name=planned.name, tab=planned.tab,
-                groups=plan.groups_of(planned.group),
+                groups=plan.groups_of(planned.group), tab_label=plan.tabs.get(planned.tab),
+                group_name=plan.group_names.get(planned.group),
                 log=node_log, context=self.contexts.node(planned.id), flow=self.contexts.flow(planned.tab),
                 global_context=self.contexts.global_store,
                 error_port=None if planned.is_config else planned.node_class.error_port,
@@ -141,6 +190,20 @@ class FlowEngine:
         self._hosts[node_id].taps.append(tap)
         return tap
 
+    def has_node(self, node_id: str) -> bool:
+        return node_id in self._hosts
+
+    def trace(self, node_id: str, size: int) -> Trace:
+        """Keep the last ``size`` messages ``node_id`` sends from now on (the status page)."""
+        trace = Trace(size)
+        self._hosts[node_id].taps.append(trace)
+        return trace
+
+    def untrace(self, node_id: str, trace: Trace) -> None:
+        taps = self._hosts[node_id].taps
+        if trace in taps:
+            taps.remove(trace)
+
     async def inject(self, node_id: str, msg: Message) -> None:
         """Deliver ``msg`` to ``node_id``'s input, as a wire would (for tests and tools)."""
         host = self._hosts[node_id]
@@ -148,6 +211,33 @@ class FlowEngine:
             raise ValueError(f"{host.node_type} {node_id!r} takes no input")
         if not await host.inbox.put(msg):
             await trio.lowlevel.checkpoint()
+
+    @property
+    def running(self) -> bool:
+        """Whether the flow runs: every node started, and no stop asked for."""
+        return self._running and not self._stop.is_set()
+
+    def node_states(self) -> list[NodeState]:
+        """Every node as it is now, in flow-file order (see :class:`NodeState`). Cheap enough to
+        call once a second: it reads counters the nodes keep anyway."""
+        states = []
+        for host in self._hosts.values():
+            instance = host.instance
+            is_config = self._planned[host.node_id].is_config
+            inbox = host.inbox
+            queued = inbox.statistics() if inbox is not None else None
+            states.append(NodeState(
+                id=host.node_id, type=host.node_type, name=host.name, tab=host.tab,
+                is_config=is_config,
+                received=host.received, sent=host.sent, errors=host.errors,
+                dropped=queued.dropped if queued is not None else 0,
+                queued=queued.queued + queued.waiting_senders if queued is not None else 0,
+                counters=dict(instance.stats()) if instance is not None else {},
+                status=host.last_status,
+                readiness=instance.readiness() if instance is not None else None,
+                requests=instance.request_stats() if is_config and instance is not None else {},
+            ))
+        return states
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Every node's counters, and the engine's own for it (drops at its input)."""
@@ -207,8 +297,10 @@ class FlowEngine:
                     host.source_scope = trio.CancelScope()  # cancellable before its task runs
                     running.start_soon(self._run_source, host)
                 log.info("flow running: %d nodes", len(self._hosts))
+                self._running = True
                 task_status.started(self)
                 await self._stop.wait()
+                self._running = False
                 stop_at = trio.current_time()
                 log.info("stopping: sources")
                 for host in sources:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from .errors import leaves
 from .message import Message, NodeError, new_message
 from .nodeapi import Scope
+from .properties import msg_id_text
 
 if TYPE_CHECKING:
     from .host import NodeHost
@@ -31,6 +32,7 @@ class FailureRouter:
         self._catchers.append((host, scope))
 
     async def route(self, host: NodeHost, error: BaseException | str, msg: Message | None) -> None:
+        host.errors += 1
         previous = msg.error.count if msg is not None and msg.error is not None else 0
         text, kind = _describe(error)
         node_error = NodeError(
@@ -56,7 +58,8 @@ class FailureRouter:
                 await catcher.inbox.put(failed if index == 0 else failed.copy())  # type: ignore[union-attr]
             return
         self.errors_logged += 1
-        host.log_error("%s", text)  # once per burst: a flood of failures must not flood the log
+        # Once per burst: a flood of failures must not flood the log. A JSON line names the message.
+        host.log_error("%s", text, extra={"msg_id": msg_id_text(msg)} if msg is not None else None)
 
     def _catchers_of(self, host: NodeHost) -> list[NodeHost]:
         scoped = [(catcher, scope) for catcher, scope in self._catchers if covers(scope, catcher, host)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from .message import Message, new_message
 from .nodeapi import ConfigNode, NodeInfo
 from .ratelimit import RateLimitedLog
 
-__all__ = ["NodeHost", "Tap"]
+__all__ = ["NodeHost", "Tap", "Trace"]
 
 
 class Tap:
@@ -41,6 +42,17 @@ class Tap:
         return self._receive.receive_nowait()
 
 
+class Trace:
+    """The last ``size`` messages a node sent, each a copy with the wall-clock time and the port, for
+    the status page: a ring, so a traced node never holds more than ``size`` copies."""
+
+    def __init__(self, size: int) -> None:
+        self.messages: collections.deque[tuple[float, int, Message]] = collections.deque(maxlen=size)
+
+    def _put(self, port: int, msg: Message) -> None:
+        self.messages.append((time.time(), port, msg.copy()))
+
+
 class NodeHost:
     """See the module docstring. The engine fills in ``instance``, ``inbox`` and ``outputs``."""
 
@@ -61,6 +73,8 @@ class NodeHost:
         context: ContextStore,
         flow: ContextStore,
         global_context: ContextStore,
+        tab_label: str | None = None,
+        group_name: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.node_type = node_type
@@ -69,6 +83,9 @@ class NodeHost:
         # Its Node-RED group and the groups around it, innermost first.
         self.groups = groups
         self.group = groups[0] if groups else ""
+        # What env.get says of them (NR_FLOW_NAME, NR_GROUP_NAME); None: no such tab or group.
+        self._tab_label = tab_label
+        self._group_name = group_name
         self.log = log
         self.context = context
         self.flow = flow
@@ -79,6 +96,11 @@ class NodeHost:
         # Who receives each message it finished handling (Node-RED's complete node).
         self.complete_watchers: list[NodeHost] = []
         self.events_dropped = 0
+        # Messages handled, sent (per send, on any port) and failed: the engine's counters of every
+        # node, for /metrics and the status page; one integer add each on the hot path.
+        self.received = 0
+        self.sent = 0
+        self.errors = 0
         self.error_port = error_port
         self.log_error = log_error
         self.instance: Any = None
@@ -86,7 +108,7 @@ class NodeHost:
         self.outputs: list[list[Inbox]] = []
         # Per output port: whether a node run inline is wired to it (send_nowait never runs one).
         self.inline_wired: list[bool] = []
-        self.taps: list[Tap] = []
+        self.taps: list[Tap | Trace] = []
         self._failures = failures
         self._in_flight = in_flight
         self._hosts = hosts
@@ -110,6 +132,7 @@ class NodeHost:
                 self._in_flight.abandoned += 1
                 raise
         self.sending += 1
+        self.sent += 1
         try:
             if self.taps:
                 self._tap(msg, port)
@@ -142,6 +165,7 @@ class NodeHost:
             wanted = collections.Counter(map(id, targets))
             if not all(target.has_room(wanted[id(target)]) for target in targets):
                 return False
+        self.sent += 1
         if self.taps:
             self._tap(msg, port)
         for index, target in enumerate(targets):
@@ -176,8 +200,12 @@ class NodeHost:
                 return self.name
             case "NR_FLOW_ID":
                 return self.tab
+            case "NR_FLOW_NAME" if self._tab_label is not None:
+                return self._tab_label
             case "NR_GROUP_ID":
                 return self.group
+            case "NR_GROUP_NAME" if self._group_name is not None:
+                return self._group_name
         return os.environ.get(name)
 
     def status(self, status: Mapping[str, Any]) -> None:
@@ -205,6 +233,7 @@ class NodeHost:
 
     async def handle(self, msg: Message) -> None:
         """Run ``receive`` on one message: one bad message never stops the flow, its failure is routed."""
+        self.received += 1
         try:
             await self.instance.receive(msg)
         except Exception as exc:

@@ -57,6 +57,7 @@ from .properties import (
     parse_property,
     set_property,
 )
+from .protocol.requests import OperationStats
 from .typedinput import TypedValue, TypedValueError
 
 __all__ = [
@@ -86,6 +87,8 @@ __all__ = [
     "NodeError",
     "NodeInfo",
     "ConfigWarning",
+    "OperationStats",
+    "Readiness",
     "ErrorScope",
     "Scope",
     "new_message",
@@ -139,6 +142,18 @@ ErrorScope = Scope
 
 
 @attrs.frozen
+class Readiness:
+    """Whether a node does its part of the job now, for ``/ready`` and systemd's watchdog (see
+    :meth:`Node.readiness`): a broker connection is up, EVerest's heartbeat comes, the
+    communication check went out in time. ``reason`` says what is missing when not ``ready``;
+    ``since`` is when that became so, in trio's clock (``trio.current_time()``), when known."""
+
+    ready: bool
+    reason: str = ""
+    since: float | None = None
+
+
+@attrs.frozen
 class NodeInfo:
     """Another node of the running flow, as :meth:`NodeContext.nodes` tells of it."""
 
@@ -174,7 +189,9 @@ class NodeContext(Protocol):
 
     def env(self, name: str) -> str | None:
         """An environment variable as Node-RED's ``env.get`` reads it: ``NR_NODE_ID``,
-        ``NR_NODE_NAME``, ``NR_FLOW_ID``, ``NR_GROUP_ID``, else the process environment."""
+        ``NR_NODE_NAME``, ``NR_FLOW_ID``, ``NR_FLOW_NAME`` (the tab's label), ``NR_GROUP_ID``,
+        ``NR_GROUP_NAME`` (the name of the node's group, when it is in one), else the process
+        environment."""
 
     def status(self, status: Mapping[str, Any]) -> None:
         """Show a short status (Node-RED's ``node.status``: ``fill``, ``shape``, ``text``); it goes
@@ -305,6 +322,12 @@ class Node(Generic[ConfigT]):
         """Counters worth reporting (logged when the flow stops): received, invalid, dropped…"""
         return {}
 
+    def readiness(self) -> Readiness | None:
+        """For a node whose work is part of the flow being *ready* (a heartbeat, a keepalive): whether
+        it does it now. None, the default, for a node that says nothing either way. Called when asked
+        (``/ready``, the watchdog's tick), never per message: keep it a look at state already kept."""
+        return None
+
 
 class ConfigNode(Generic[ConfigT]):
     """Base of a config node type: a shared resource (a broker connection, an API client) that
@@ -332,6 +355,15 @@ class ConfigNode(Generic[ConfigT]):
 
     def stats(self) -> Mapping[str, int]:
         """Counters worth reporting (logged when the flow stops)."""
+        return {}
+
+    def readiness(self) -> Readiness | None:
+        """As :meth:`Node.readiness`: a broker connection says whether it is up."""
+        return None
+
+    def request_stats(self) -> Mapping[str, OperationStats]:
+        """For a config node that is a client of an EVerest API: per operation, the latency of its
+        answered requests and its timeouts (``/metrics``). Empty for every other."""
         return {}
 
 

@@ -30,7 +30,7 @@ class RateLimitedLog:
         self._next_allowed = float("-inf")
         self._suppressed = 0
 
-    def __call__(self, message: str, *args: object) -> None:
+    def __call__(self, message: str, *args: object, extra: dict[str, object] | None = None) -> None:
         now = self._clock()
         if now < self._next_allowed:
             self._suppressed += 1
@@ -40,5 +40,5 @@ class RateLimitedLog:
             if self._suppressed:
                 message += " (and %d more like it not logged in the last %.0f s)"
                 args = (*args, self._suppressed, self._interval)
-            self._logger.log(self._level, message, *args)
+            self._logger.log(self._level, message, *args, extra=extra)
         self._suppressed = 0

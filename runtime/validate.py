@@ -70,6 +70,8 @@ class FlowPlan:
     tabs: Mapping[str, str]  # tab id -> label
     # Node-RED group id -> the group it is in ("" at the top of its tab)
     groups: Mapping[str, str] = attrs.field(factory=dict)
+    # Node-RED group id -> its name ("" when it has none)
+    group_names: Mapping[str, str] = attrs.field(factory=dict)
 
     def groups_of(self, group: str) -> tuple[str, ...]:
         """``group`` and the groups around it, innermost first."""
@@ -180,7 +182,8 @@ def plan_flow(
     if problems:
         return None, problems + warnings
     groups = {r.id: g if isinstance(g := r.data.get("g", ""), str) else "" for r in records if r.type == "group"}
-    return FlowPlan(tuple(planned), tuple(warnings), tabs, groups), warnings
+    group_names = {r.id: n if isinstance(n := r.data.get("name", ""), str) else "" for r in records if r.type == "group"}
+    return FlowPlan(tuple(planned), tuple(warnings), tabs, groups, group_names), warnings
 
 
 def _config(record: NodeRecord, node_class: NodeClass, problem: Any) -> Any:

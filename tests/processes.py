@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 import attrs
 import trio
 
-CLI = [sys.executable, "-m", "evflow.runtime.cli"]
+# Text log lines, as a person reads them on a terminal: these tests look for what such a person looks for.
+CLI = [sys.executable, "-m", "evflow.runtime.cli", "--log-format", "text"]
 
 
 @attrs.define

@@ -149,7 +149,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
          "wires": [[]]},
     ])
     process = subprocess.Popen(
-        [sys.executable, "-m", "evflow.runtime.cli", "run", str(flow)],
+        [sys.executable, "-m", "evflow.runtime.cli", "--log-format", "text", "run", str(flow)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines: list[str] = []

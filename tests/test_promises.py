@@ -420,7 +420,7 @@ async def test_a_stalled_stdout_does_not_stop_the_keepalive(tmp_path: Path, brok
     await observer.subscribe_callback(f"everest_api/1/evse_security_consumer/{MODULE}/m2e/communication_check",
                                       checked)
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "evflow.runtime.cli", "run", str(flow)],
+        [sys.executable, "-m", "evflow.runtime.cli", "--log-format", "text", "run", str(flow)],
         stdout=write_end, stderr=subprocess.DEVNULL,
     )
     os.close(write_end)
@@ -493,7 +493,7 @@ async def test_a_broker_that_is_not_there_at_start_is_one_clear_line(tmp_path: P
         {"id": "b", "type": "mqtt-broker", "broker": f"mqtt://127.0.0.1:{free_port()}", "connect_timeout": 2},
         {"id": "in", "type": "mqtt in", "broker": "b", "topic": "x"},
     ]))
-    done = await trio.run_process([sys.executable, "-m", "evflow.runtime.cli", "run", str(flow)],
+    done = await trio.run_process([sys.executable, "-m", "evflow.runtime.cli", "--log-format", "text", "run", str(flow)],
                                   capture_stdout=True, capture_stderr=True, check=False)
     errors = [line for line in done.stderr.decode().splitlines() if "error" in line.lower()]
     assert done.returncode == 1

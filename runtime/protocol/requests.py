@@ -8,6 +8,7 @@ sends boolean replies twice), a late one (its request was abandoned), or unknown
 
 from __future__ import annotations
 
+import bisect
 import collections
 import enum
 from typing import Any
@@ -19,7 +20,12 @@ from ..errors import InvalidReply
 from .api import Operation
 from .topics import SAFE_LEVEL, TopicError, validate_external_prefix
 
-__all__ = ["Dropped", "DropReason", "PendingRequest", "Reply", "ReplyFailed", "RequestStats", "RequestTable"]
+__all__ = ["LATENCY_BUCKETS", "Dropped", "DropReason", "LatencyHistogram", "OperationStats", "PendingRequest", "Reply",
+           "ReplyFailed", "RequestStats", "RequestTable"]
+
+# Upper bounds (seconds) of the request latency buckets: EVerest answers in about a millisecond on
+# a gateway, its request timeout is seconds.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @attrs.frozen(eq=False)
@@ -67,6 +73,31 @@ class RequestStats:
     duplicate: int = 0
     late: int = 0
     unknown: int = 0
+
+
+@attrs.define
+class LatencyHistogram:
+    """How long answered requests took: ``counts[i]`` of them took at most ``LATENCY_BUCKETS[i]``
+    seconds and more than the bucket before; the last count, more than every bound."""
+
+    counts: list[int] = attrs.field(factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@attrs.define
+class OperationStats:
+    """One operation's requests: the latency of the answered ones, and the timed-out ones."""
+
+    latency: LatencyHistogram = attrs.field(factory=LatencyHistogram)
+    timeouts: int = 0
 
 
 class _Closed(enum.Enum):

@@ -79,6 +79,9 @@ class MqttClient:
         self._run_scope: trio.CancelScope | None = None
         self._connected_event = trio.Event()
         self._lost_event = trio.Event()
+        # Since when (trio's clock) the connection is up, or down and why: for readiness reports.
+        self.state_since: float | None = None
+        self.down_reason = "not connected yet"
         self._room = trio.Event()  # set when the outgoing bytes fall below the low-water mark
         self._room_wanted = False
         self._max_payload = config.max_payload
@@ -223,6 +226,7 @@ class MqttClient:
                         error = exc
                     else:
                         self.stats.connects += 1
+                        self.state_since = trio.current_time()
                         self._lost_event = trio.Event()
                         self._connected_event.set()
                         backoff.reset()
@@ -239,6 +243,7 @@ class MqttClient:
                 if error is not None:
                     if not started:
                         raise error
+                    self.down_reason = f"connection to {self.config.address} lost: {error}"
                     attempts += 1
                     self.stats.connect_failures += 1
                     delay = backoff.delay()
@@ -268,6 +273,8 @@ class MqttClient:
         if self._connected_event.is_set():  # never replace an event someone still waits on
             self._connected_event = trio.Event()
         self._lost_event.set()
+        self.state_since = trio.current_time()
+        self.down_reason = f"connection to {self.config.address} lost: {reason}"
         if not self._closing and not quiet:
             self.stats.connection_losses += 1
             self._log_lost("connection to %s lost: %s; reconnecting", self.config.address, reason)
