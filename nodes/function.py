@@ -9,15 +9,28 @@ warning when not 0; evflow checks the syntax itself, at validation) and ``libs``
 refused, naming them).
 
 What the code has, as in Node-RED: ``msg`` (a copy of the message as JSON: ``payload``, ``topic``,
-``_msgid`` and every other property; a typed payload in its JSON form); ``return msg``, ``return
-[msg1, [msg2, msg3], null]`` (one entry per output), ``return null``; ``node.send(msg|array)``
-(order kept, before what the code returns), ``node.error(err, msg)`` (routed like a failure, to
-``catch`` nodes), ``node.done(err)``, ``node.warn/log/error/debug/trace`` (the log),
-``node.status``, ``node.id/name/outputCount``; ``context``, ``flow`` and ``global`` with
-``get/set/keys`` (arrays of keys and callbacks too) on the node's context stores; ``env.get``;
-``RED.util.cloneMessage/generateId``; ``console.log/warn/error``. A thrown error fails the message
-(``TypeError: …``, routed to ``catch`` nodes). The message sent keeps the ``msg_id`` of the one
-received; ``_msgid`` is not copied into it.
+``_msgid`` and every other property; bytes as a ``Buffer``, a typed payload in its JSON form);
+``return msg``, ``return [msg1, [msg2, msg3], null]`` (one entry per output), ``return null``;
+``node.send(msg|array)`` (order kept, before what the code returns), ``node.error(err, msg)``
+(routed like a failure, to ``catch`` nodes), ``node.done(err)``, ``node.warn/log/error/debug/trace``
+(the log), ``node.status``, ``node.id/name/outputCount``; ``context``, ``flow`` and ``global`` with
+``get/set/keys`` (arrays of keys and callbacks too) on the node's context stores; ``env.get`` (with
+``NR_NODE_ID/NAME``, ``NR_FLOW_ID/NAME``, ``NR_GROUP_ID/NAME``); ``RED.util.cloneMessage/generateId``;
+``console.log/warn/error``; ``Buffer`` (Node.js's, the common part: see the prelude); and
+``setTimeout``, ``setInterval``, ``clearTimeout``, ``clearInterval``. A thrown error fails the
+message (``TypeError: …``, routed to ``catch`` nodes). The message sent keeps the ``msg_id`` of the
+one received; ``_msgid`` is not copied into it.
+
+Timers: the callbacks stay in JavaScript, the deadlines here, in the node's one background task (it
+is a source that also takes input, as ``delay``: its ``run`` starts when the flow is ready and stops
+first on shutdown). A due callback runs under the same limits as a message's call, and what it does
+is carried out the same way; what it sends keeps the ``msg_id`` of the message whose call set the
+timer, as in Node-RED. A callback that throws (or is stopped by a limit) is a node error with no
+message, as Node-RED's ``node.error(err, {})``; ``node.done(err)`` in it fails that message. A
+message's code that awaits a timer (``await new Promise(r => setTimeout(r, 100))``) goes on when it
+fires, and what it returns is sent then. At most 10,000 timers are set at once (beyond, setTimeout
+throws); all are cleared when the node closes (after the cleanup code) and when its JavaScript starts
+afresh.
 
 Limits: each call may run ``timeout`` seconds of CPU (else ``EVFLOW_FUNCTION_TIMEOUT``, 1 s: Node-RED
 has none by default, but an endless loop must not stop the flow) and use ``EVFLOW_FUNCTION_MEMORY_MB``
@@ -26,13 +39,10 @@ did is carried out), and the node goes on with the next. Calls run synchronously
 so a call holds the flow for as long as it runs (at most its time limit).
 
 Not supported, and why: modules (``libs``, ``require``, ``import()``) and Node.js (``process``,
-``Buffer``, ``util``, the file system, the network): the code stays in its sandbox; timers and
-asynchronous work (``setTimeout``, ``setInterval``, a promise waiting for either, ``node.send``
-after the function returned): the sandbox has no event loop, so each message runs to completion
-(``await`` of promises that settle at once works); ``node.send`` from the setup code and
-``node.on``. Values cross between JavaScript and Python as JSON: an object got from a context
-store and changed in place is written back when the call ends (as Node-RED's memory store keeps
-it), but the code's objects are never shared with other nodes.
+``util``, ``setImmediate``, the file system, the network): the code stays in its sandbox;
+``node.send`` from the setup code and ``node.on``. Values cross between JavaScript and Python as
+JSON: an object got from a context store and changed in place is written back when the call ends
+(as Node-RED's memory store keeps it), but the code's objects are never shared with other nodes.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import trio
 
 from evflow.runtime.errors import EvflowError
 from evflow.runtime.nodeapi import (
@@ -68,6 +79,7 @@ from ._sandbox import (
     Sandbox,
     to_json,
 )
+from .delay import Timers, next_tick
 
 __all__ = ["Function", "FunctionConfig", "FunctionLib"]
 
@@ -88,7 +100,9 @@ _CODE = (("body", "func"), ("setup", "initialize"), ("cleanup", "finalize"))
 # `context.global` name the other two stores.
 _NAMED = re.compile(r"\b(?:context\s*\.\s*)?(context|flow|global|env)\b")
 # The variables env.get reads besides the process environment.
-_NODE_VARIABLES = ("NR_NODE_ID", "NR_NODE_NAME", "NR_FLOW_ID", "NR_GROUP_ID")
+_NODE_VARIABLES = ("NR_NODE_ID", "NR_NODE_NAME", "NR_FLOW_ID", "NR_FLOW_NAME", "NR_GROUP_ID", "NR_GROUP_NAME")
+# The effects that set and clear timers (see _function_prelude.js).
+_TIMER_EFFECTS = frozenset({"timer", "interval", "clear"})
 
 
 @attrs.frozen(kw_only=True)
@@ -121,6 +135,17 @@ class FunctionConfig:
 
 class FunctionStartError(EvflowError):
     """The node's sandbox could not be set up."""
+
+
+@attrs.frozen
+class _Timer:
+    """A timer the code set (its callback stays in JavaScript)."""
+
+    # the message whose call set it: what its callback sends keeps that message's id, as Node-RED's
+    # node.send in a callback does (None: set by the setup code)
+    origin: Message | None
+    # an interval's period, in seconds; None: it fires once
+    every: float | None
 
 
 def _seconds(text: str) -> float:
@@ -168,6 +193,8 @@ class Function(Node[FunctionConfig]):
 
     type = "function"
     Config = FunctionConfig
+    # The code's timers run in `run`, started once the flow is ready; it takes input as well.
+    is_source = True
     inline = True
 
     def __init__(self, context: NodeContext, config: FunctionConfig) -> None:
@@ -178,6 +205,9 @@ class Function(Node[FunctionConfig]):
         # the stores the code names, whose snapshot goes in with each call
         self._stores = {scope: store for scope, store in every_store.items() if scope in named}
         self._uses_env = "env" in named
+        # the deadlines of the code's timers, by id, and what each timer is
+        self.timers: Timers[int] = Timers()
+        self._timers_set: dict[int, _Timer] = {}
         self._sandbox: Sandbox | None = None
         self._setup_failure: str | None = None
         self._status_shown = False
@@ -214,6 +244,12 @@ class Function(Node[FunctionConfig]):
     async def start(self) -> None:
         await self._start_sandbox()
 
+    async def run(self) -> None:
+        while True:
+            await self.timers.wait()
+            while (due := self.timers.pop_due(trio.current_time())) is not None:
+                await self._fire(*due)
+
     async def receive(self, msg: Message) -> None:
         if self._setup_failure is not None:
             raise JavaScriptError(f"not run: the setup code (initialize) failed: {self._setup_failure}")
@@ -232,11 +268,13 @@ class Function(Node[FunctionConfig]):
                 await self._carry_out(self._run("cleanup", None), None)
             except JavaScriptError as exc:
                 self.context.log.error("the cleanup code (finalize) failed: %s", exc)
+        self._clear_timers()  # as Node-RED clears them, after the cleanup code (its own too)
         if self._status_shown:
             self.context.status({})  # as Node-RED clears a status the code set
 
     async def _start_sandbox(self) -> None:
         """A sandbox with the node's code; then its setup code runs."""
+        self._clear_timers()  # their callbacks were in the JavaScript started afresh
         info = {
             "id": self.context.node_id,
             "name": self.context.name,
@@ -275,9 +313,52 @@ class Function(Node[FunctionConfig]):
     def stats(self) -> Mapping[str, int]:
         return {"timed_out": self._timed_out, "out_of_memory": self._out_of_memory}
 
+    # ---- timers -------------------------------------------------------------------------------
+
+    def _set_timers(self, effects: list[list[Any]], origin: Message | None) -> None:
+        """Arm and clear the timers a call set and cleared (["timer"|"interval", id, ms], ["clear", id])."""
+        for effect in effects:
+            kind = effect[0]
+            if kind == "timer" or kind == "interval":
+                seconds = effect[2] / 1000
+                self._timers_set[effect[1]] = _Timer(origin, seconds if kind == "interval" else None)
+                self.timers.set(effect[1], trio.current_time() + seconds)
+            elif kind == "clear":
+                self._timers_set.pop(effect[1], None)
+                self.timers.cancel(effect[1])
+
+    def _clear_timers(self) -> None:
+        self.timers.clear()
+        self._timers_set.clear()
+
+    async def _fire(self, timer_id: int, deadline: float) -> None:
+        """A timer is due: its callback runs, and what it did is carried out as for a message."""
+        timer = self._timers_set.get(timer_id)
+        if timer is None:
+            return
+        if timer.every is None:
+            del self._timers_set[timer_id]
+        else:
+            self.timers.set(timer_id, next_tick(deadline, timer.every, trio.current_time()))
+        try:
+            outcome = self._run("timer", None, timer_id)
+        except JavaScriptError as exc:
+            # stopped by a limit (or its context could not be handed over): as a callback that threw
+            if isinstance(exc, JavaScriptOutOfMemory):
+                await self._start_afresh_if_full()
+            await self.context.error(exc)
+            return
+        try:
+            await self._carry_out(outcome, timer.origin)
+        except JavaScriptError as exc:
+            # node.done(err) in the callback, or the code of the message that set the timer failed
+            # after it waited for it: that message's failure, as in Node-RED
+            await self.context.error(exc, timer.origin)
+
     # ---- into JavaScript and back -------------------------------------------------------------
 
-    def _run(self, kind: str, msg: Message | None) -> Outcome:
+    def _run(self, kind: str, msg: Message | None, timer_id: int | None = None) -> Outcome:
+        """Run the code of ``kind`` on ``msg``; with ``timer_id`` ("timer"), that timer's callback."""
         request: dict[str, Any] = {}
         if msg is not None:
             request["msg"] = self._js_message(msg)
@@ -288,6 +369,8 @@ class Function(Node[FunctionConfig]):
         if self._sandbox is None:
             raise FunctionStartError("the node has not started")
         try:
+            if timer_id is not None:
+                return self._sandbox.fire(timer_id, to_json(request, "a context value"))
             return self._sandbox.run(kind, to_json(request, "the message or a context value"))
         except JavaScriptTimeout:
             self._timed_out += 1
@@ -324,7 +407,10 @@ class Function(Node[FunctionConfig]):
         return Message(payload, topic, origin.msg_id, origin.meta, error, data)
 
     async def _carry_out(self, outcome: Outcome, origin: Message | None) -> None:
-        """Do what the code did, in its order (see ``_function_prelude.js``); then fail when it failed."""
+        """Do what the code did, in its order (see ``_function_prelude.js``); then fail when it failed.
+        Its timers first: they are set in JavaScript already, and must be in Python too even when
+        one of its other effects fails."""
+        self._set_timers(outcome.effects, origin)
         for effect in outcome.effects:
             kind = effect[0]
             if kind == "send":
@@ -332,7 +418,9 @@ class Function(Node[FunctionConfig]):
             elif kind == "log":
                 self._log(effect[1], effect[2])
             elif kind == "error":
-                await self.context.error(effect[1], self._message(effect[2], origin))
+                # (no message: a timer's callback threw, which Node-RED reports with none)
+                failed = None if effect[2] is None else self._message(effect[2], origin)
+                await self.context.error(effect[1], failed)
             elif kind == "status":
                 self._status_shown = True
                 self.context.status(effect[1])
@@ -342,7 +430,7 @@ class Function(Node[FunctionConfig]):
                     self._stores[effect[1]].set(effect[2], effect[3] if len(effect) > 3 else UNDEFINED)
                 except PropertyError as exc:
                     raise JavaScriptError(f"Error: {exc}") from None
-            else:
+            elif kind not in _TIMER_EFFECTS:  # (those are set already)
                 raise JavaScriptError(f"evflow cannot carry out {effect!r}")
         if outcome.failure is not None:
             raise outcome.failure
