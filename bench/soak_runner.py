@@ -24,9 +24,9 @@ from pathlib import Path
 import attrs
 import trio
 
+from evflow.runtime.cli import build_parser
 from evflow.runtime.commands._running import run_trio
 from evflow.runtime.commands.run import run_flow
-from evflow.runtime.engine import FlowEngine
 from evflow.runtime.flows import FlowInvalid, load_plan
 from evflow.runtime.logsetup import configure_logging
 from evflow.runtime.nodeapi import Message, Node
@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
         print("usage: soak_runner.py FLOW.json", file=sys.stderr)
         return 2
     flow_path = Path(argv[0])
-    configure_logging("info")
+    configure_logging("info", "text")  # the soak reads the stats lines
     registry = Registry.from_entry_points().with_types(Stall, Tag)
     # Import every node type the flow uses now (the registry would do it while planning), so that
     # the floor below holds all the code that will run and growth above it is data.
@@ -101,7 +101,8 @@ def main(argv: list[str]) -> int:
             return 1
         for warning in plan.warnings:
             logging.getLogger("evflow.run").warning("%s", warning)
-        return run_trio("run", run_flow, FlowEngine(plan))
+        args = build_parser().parse_args(["run", str(flow_path)])
+        return run_trio("run", run_flow, plan, args)
     finally:
         flush_all()  # the last log lines (the stats) go out before the process ends, as `evflow` does
 

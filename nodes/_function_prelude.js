@@ -446,12 +446,6 @@
                     __evflow_log("error", "Function tried to send a message of type " + __evflow_type_name(msg));
                 } else if (port < info.outputs) {
                     var sent = snapshot ? __evflow_snapshot(msg) : msg;
-                    if (msg.payload === undefined && Object.prototype.hasOwnProperty.call(msg, "payload")) {
-                        // An evflow message cannot hold a payload that is there but undefined (JSON
-                        // drops it: no payload at all). Node-RED's mqtt out publishes such a message,
-                        // empty, and one with no payload not at all: as null, it is published the same.
-                        sent = Object.assign({}, sent, {payload: null});
-                    }
                     effects.push(["send", port, sent]);
                 }
             }

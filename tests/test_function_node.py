@@ -135,14 +135,14 @@ async def test_typed_payloads_cross_in_their_json_form_and_bytes_as_a_buffer(tmp
     assert out.payload == {"status": "NotFound", "kind": "object", "raw": b"\x00\xff", "buffer": True, "length": 2}
 
 
-async def test_a_payload_set_to_undefined_goes_as_null(tmp_path: Path) -> None:
-    # evflow's message has no payload that is there but undefined; Node-RED's mqtt out publishes one
-    # (empty), as null is published, where a message without a payload is not published at all.
+async def test_a_payload_set_to_undefined_is_no_payload(tmp_path: Path) -> None:
+    # evflow's message has no payload that is there but undefined: as JSON.stringify, and the nodes
+    # after a function in EVerest's flows, see it (a change node's {payload: msg.payload} leaves it out).
     code = "if (msg.payload === 'set') { msg.payload = undefined; } else { delete msg.payload; } return msg;"
     async with running([function("f", code)], tmp_path) as kit:
         for payload in ("set", "deleted"):
             await kit.inject("f", payload)
-        assert [(await kit.expect("f")).payload for _ in range(2)] == [None, UNDEFINED]
+        assert [(await kit.expect("f")).payload for _ in range(2)] == [UNDEFINED, UNDEFINED]
 
 
 async def test_several_outputs_and_null_entries(tmp_path: Path) -> None:

@@ -448,7 +448,7 @@ class EvflowSkipping(EvflowTarget):
         flow = workdir / "flow.json"
         flow.write_text(json.dumps(case.runnable_flow(), indent=1))
         env = user_environment(MQTT_HOST="127.0.0.1", MQTT_PORT=str(port))
-        return _spawn([*self.command, "run", "--skip-unsupported", str(flow)], workdir, env)
+        return _spawn([*self.command, "--log-format", "text", "run", "--skip-unsupported", str(flow)], workdir, env)
 
 
 @attrs.define

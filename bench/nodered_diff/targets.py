@@ -77,4 +77,4 @@ class EvflowTarget:
     def start(self, case: Case, port: int, workdir: Path) -> Running:
         flow = workdir / "flow.json"
         flow.write_text(json.dumps(case.runnable_flow(), indent=1))
-        return _spawn([*self.command, "run", str(flow)], workdir, _environment(case, port))
+        return _spawn([*self.command, "--log-format", "text", "run", str(flow)], workdir, _environment(case, port))
