@@ -239,6 +239,16 @@ class FlowEngine:
             ))
         return states
 
+    def readiness(self) -> list[tuple[str, str, str, Readiness]]:
+        """``(id, type, name, readiness)`` of each node that has a say (see :meth:`node_states`, which
+        also reads every counter: this is the watchdog's look, several times a minute)."""
+        found = []
+        for host in self._hosts.values():
+            readiness = host.instance.readiness() if host.instance is not None else None
+            if readiness is not None:
+                found.append((host.node_id, host.node_type, host.name, readiness))
+        return found
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Every node's counters, and the engine's own for it (drops at its input)."""
         report: dict[str, dict[str, int]] = {}

@@ -55,10 +55,8 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -71,10 +69,10 @@ import attrs
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # this harness's modules, then the bench's
 
-from common import private_broker  # noqa: E402
 from compare import diff  # noqa: E402
 from corpus import PING_TOPIC, Case, Input, Output, _payload_bytes  # noqa: E402
-from run import _drive, _evflow_reasons, _tail  # noqa: E402
+from run import Observed, _evflow_reasons, _tail  # noqa: E402
+from run import observe as run_observe  # noqa: E402
 from session import Session  # noqa: E402
 from systems import Evflow, Running, _spawn, user_environment  # noqa: E402
 from targets import EvflowTarget, NodeRedTarget  # noqa: E402
@@ -451,34 +449,9 @@ class EvflowSkipping(EvflowTarget):
         return _spawn([*self.command, "--log-format", "text", "run", "--skip-unsupported", str(flow)], workdir, env)
 
 
-@attrs.define
-class Observed:
-    outputs: list[Output]
-    log: str
-    seconds: float
-    failure: str | None
-    workdir: Path | None
-
-
 def observe(case: Case, target: NodeRedTarget | EvflowTarget, expected: int | None, keep: bool) -> Observed:
     """run.observe with this harness's session: everything the flow published, on any topic."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"nrdiff-everest-{case.name.replace(':', '-')}-{target.name}-"))
-    began = time.monotonic()
-    try:
-        with private_broker() as broker, EverestSession(broker.port) as session:
-            for message in case.inputs:
-                if message.before_start:
-                    session.publish(message)
-            running = target.start(case, broker.port, workdir)
-            try:
-                outputs, failure = _drive(case, session, running, target.ready_timeout, expected)
-            finally:
-                running.stop()
-        log = running.log_path.read_text(errors="replace").replace(f"{workdir}/", "")
-    finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    return Observed(outputs, log, time.monotonic() - began, failure, workdir if keep else None)
+    return run_observe(case, target, expected, keep, open_session=EverestSession, prefix="nrdiff-everest")
 
 
 def failed_nodes(pattern: re.Pattern[str], log: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -81,13 +82,16 @@ def _drive(case: Case, session: Session, running: Running, ready_timeout: float,
     return case.counted(session.outputs()), failure
 
 
-def observe(case: Case, target: NodeRedTarget | EvflowTarget, expected: int | None, keep: bool) -> Observed:
+def observe(case: Case, target: NodeRedTarget | EvflowTarget, expected: int | None, keep: bool, *,
+            open_session: Callable[[int], Session] | None = None, prefix: str = "nrdiff") -> Observed:
     """Run ``case`` on ``target`` against a private broker of its own and collect what it published;
-    ``expected`` is how many messages Node-RED published, when known."""
-    workdir = Path(tempfile.mkdtemp(prefix=f"nrdiff-{case.name}-{target.name}-"))
+    ``expected`` is how many messages Node-RED published, when known. ``open_session`` makes the
+    harness's client for a broker port (default: one watching the case's outputs)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{prefix}-{case.name.replace(':', '-')}-{target.name}-"))
+    open_session = open_session or (lambda port: Session(port, case.outputs))
     began = time.monotonic()
     try:
-        with private_broker() as broker, Session(broker.port, case.outputs) as session:
+        with private_broker() as broker, open_session(broker.port) as session:
             for message in case.inputs:
                 if message.before_start:
                     session.publish(message)

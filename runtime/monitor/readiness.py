@@ -50,10 +50,10 @@ def flow_readiness(engine: FlowEngine | None) -> FlowReadiness:
     # Nodes keep trio's clock; a person reads wall-clock time.
     to_wall = time.time() - trio.current_time()
     not_ready = tuple(
-        NotReady(state.id, state.type, state.name, state.readiness.reason,
-                 None if state.readiness.since is None else state.readiness.since + to_wall)
-        for state in engine.node_states()
-        if state.readiness is not None and not state.readiness.ready
+        NotReady(node_id, node_type, name, readiness.reason,
+                 None if readiness.since is None else readiness.since + to_wall)
+        for node_id, node_type, name, readiness in engine.readiness()
+        if not readiness.ready
     )
     return FlowReadiness(not not_ready, not_ready)
 
