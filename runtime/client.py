@@ -114,10 +114,16 @@ class ApiClient:
         self._deadlines: dict[float, collections.OrderedDict[PendingRequest, float]] = {}
         self._timer = trio.CancelScope(deadline=math.inf)
         self._timer_running = False
-        self._request_topics = {name: self.topics.m2e(name) for name in api.operations}
-        # Per operation: latency of the answered requests, timeouts (for /metrics).
+        self._request_topics = {name: self._request_topic(op) for name, op in api.operations.items()}
+        # Per operation: latency of the answered requests, timeouts (for /metrics). Operations made
+        # from a document at run time join both tables on their first request.
         self.operation_stats = {name: OperationStats() for name in api.operations}
         self._log_dropped = RateLimitedLog(log)
+
+    def _request_topic(self, op: Operation[Any, Any]) -> str:
+        if op.address is None:
+            return self.topics.m2e(op.name)
+        return f"{self.topics.external_prefix}{self.topics.base}/{op.address}"
 
     @property
     def stats(self) -> RequestStats:
@@ -205,7 +211,10 @@ class ApiClient:
         unsent as it may (a stalled broker), it waits for room within the deadline.
         """
         op = operation if isinstance(operation, Operation) else self.api.operation(operation)
-        stats = self.operation_stats[op.name]
+        stats = self.operation_stats.get(op.name)
+        if stats is None:
+            stats = self.operation_stats[op.name] = OperationStats()
+            self._request_topics[op.name] = self._request_topic(op)
         started = trio.current_time()
         try:
             reply = await self._request(op, payload, timeout, wait_for_connection)

@@ -33,6 +33,7 @@ from cattrs.errors import (
 )
 
 from .models.evse_security import U64_MAX, HeartbeatId
+from .models.json import JsonObject, JsonValue
 from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .models.validators import FieldValueError
 
@@ -141,6 +142,16 @@ def _describe_value(value: Any) -> str:
     return repr(value) if type(value) is str else _type_name(value)
 
 
+def _structure_json_object(value: Any, _: type) -> dict[str, Any]:
+    if type(value) is dict:
+        return value
+    raise TypeError(f"expected an object, got {_type_name(value)}")
+
+
+def _structure_json_value(value: Any, _: type) -> Any:
+    return value
+
+
 def _structure_u64(value: Any, _: type) -> int:
     if type(value) is not int:
         raise TypeError(f"expected an integer, got {_type_name(value)}")
@@ -207,6 +218,16 @@ def json_key(field: attrs.Attribute[Any]) -> str:
     return field.metadata.get("evflow_key", field.name)  # type: ignore[no-any-return]
 
 
+def refuses_unknown_keys(cls: type) -> bool:
+    """Configuration refuses unknown keys; EVerest's values ignore them, except those of an object
+    whose document says ``additionalProperties: false`` (a class made from it says so itself)."""
+    return getattr(cls, "__evflow_closed__", not is_wire_model(cls))  # type: ignore[no-any-return]
+
+
+def _has_renamed_keys(cls: Any) -> bool:
+    return attrs.has(cls) and any("evflow_key" in field.metadata for field in attrs.fields(cls))
+
+
 def _renamed_keys(cls: type) -> dict[str, Any]:
     return {field.name: cattrs.gen.override(rename=field.metadata["evflow_key"])
             for field in attrs.fields(cls) if "evflow_key" in field.metadata}
@@ -217,7 +238,7 @@ def _not_a_mapping_guard(conv: cattrs.Converter) -> Callable[[type], Callable[[A
 
     def factory(cls: type) -> Callable[[Any, type], Any]:
         generated = cattrs.gen.make_dict_structure_fn(
-            cls, conv, _cattrs_forbid_extra_keys=not is_wire_model(cls), **_renamed_keys(cls)
+            cls, conv, _cattrs_forbid_extra_keys=refuses_unknown_keys(cls), **_renamed_keys(cls)
         )
 
         def structure_object(value: Any, _: type) -> Any:
@@ -242,6 +263,8 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(enum.Enum, _structure_enum)
     conv.register_structure_hook(enum.StrEnum, _structure_enum)
     conv.register_structure_hook(HeartbeatId, _structure_u64)
+    conv.register_structure_hook(JsonObject, _structure_json_object)
+    conv.register_structure_hook(JsonValue, _structure_json_value)
     conv.register_structure_hook(LooseInt, _structure_loose_int)
     conv.register_structure_hook(LooseFloat, _structure_loose_float)
     conv.register_structure_hook(LooseBool, _structure_loose_bool)
@@ -250,6 +273,11 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_factory(attrs.has, _not_a_mapping_guard(conv))
     # Tuples go out as JSON arrays.
     conv.register_unstructure_hook_factory(_is_homogeneous_tuple, lambda tp: _array_unstructure_hook(tp, conv))
+    # Fields whose wire name is no Python name (`from`) go out under their wire name.
+    conv.register_unstructure_hook_factory(
+        _has_renamed_keys,
+        lambda cls: cattrs.gen.make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **_renamed_keys(cls)),
+    )
     return conv
 
 

@@ -32,6 +32,8 @@ class Operation(Generic[Request, Reply]):
     doc: str = ""
     # The secrets a reply carries (a key's passphrase): the client keeps them out of every log line.
     secrets_of: Callable[[Reply], Iterable[str]] | None = None
+    # The request topic below the API's topic root; None: "m2e/{name}", as in every EVerest API.
+    address: str | None = None
 
 
 @attrs.frozen

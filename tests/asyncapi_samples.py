@@ -1,0 +1,277 @@
+"""Small AsyncAPI 3.0 documents written by the tests, in the shape of EVerest's (the project does not
+copy EVerest's own): ``meter`` (powermeter-shaped: EVerest asks, the client publishes), ``charging``
+(evse_manager-shaped: session events, requests), and ``common`` (schemas the other two refer to).
+
+Together they use every schema feature the loader models and all four kinds of operation, and every
+message has an example.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENVELOPE_HEADERS = {"type": "object", "properties": {"replyTo": {"type": "string"}}}
+
+
+def envelope(payload: dict[str, Any] | None) -> dict[str, Any]:
+    properties: dict[str, Any] = {"headers": ENVELOPE_HEADERS}
+    if payload is not None:
+        properties["payload"] = payload
+    return {"type": "object", "additionalProperties": True, "required": ["payload"] if payload else [],
+            "properties": properties}
+
+
+def liveness() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    channels = {
+        "receive_heartbeat": {"address": "e2m/heartbeat", "messages": {"m": {"$ref": "#/components/messages/heartbeat"}}},
+        "send_communication_check": {"address": "m2e/communication_check",
+                                     "messages": {"m": {"$ref": "#/components/messages/communication_check"}}},
+    }
+    operations = {
+        "receive_heartbeat": {"action": "receive", "channel": {"$ref": "#/channels/receive_heartbeat"}},
+        "send_communication_check": {"action": "send", "channel": {"$ref": "#/channels/send_communication_check"}},
+    }
+    messages = {
+        "heartbeat": {"payload": {"type": "integer", "minimum": 0}, "examples": [{"payload": 42}]},
+        "communication_check": {"payload": {"type": "boolean"}, "examples": [{"payload": True}]},
+    }
+    return channels, operations, messages
+
+
+def document(name: str, channels: dict[str, Any], operations: dict[str, Any], messages: dict[str, Any],
+             schemas: dict[str, Any]) -> dict[str, Any]:
+    live_channels, live_operations, live_messages = liveness()
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": f"{name} test API", "version": "1.0.0", "description": f"The {name} API of the tests."},
+        "servers": {"default": {"pathname": f"everest_api/1/{name}/{{module_id}}", "host": "localhost:1883",
+                                "protocol": "mqtt"}},
+        "channels": {**channels, **live_channels},
+        "operations": {**operations, **live_operations},
+        "components": {"messages": {**messages, **live_messages}, "schemas": schemas},
+    }
+
+
+COMMON = {
+    "asyncapi": "3.0.0",
+    "info": {"title": "common", "version": "1.0.0"},
+    "servers": {"default": {"pathname": "everest_api/1/common/{module_id}"}},
+    "operations": {},
+    "components": {"schemas": {
+        "Energy": {
+            "description": "Energy in Wh, per phase",
+            "type": "object", "additionalProperties": True, "required": ["total"],
+            "properties": {"total": {"type": "number", "minimum": 0},
+                           "L1": {"type": "number"}, "L2": {"type": "number"}, "L3": {"type": "number"}},
+        },
+        "Status": {"type": "string", "enum": ["OK", "NOT_SUPPORTED", "UNEXPECTED_ERROR"]},
+    }},
+}
+
+
+def meter() -> dict[str, Any]:
+    """EVerest asks the meter to start and stop transactions (handlers); the meter publishes its values
+    (send) and its public key; EVerest tells it of a tariff (receive)."""
+    channels = {
+        "receive_request_start_transaction": {"address": "e2m/start_transaction", "messages": {
+            "m": {"$ref": "#/components/messages/receive_request_start_transaction"}}},
+        "send_reply_start_transaction": {"address": None, "messages": {
+            "m": {"$ref": "#/components/messages/send_reply_start_transaction"}}},
+        "send_powermeter_values": {"address": "m2e/powermeter_values", "messages": {
+            "m": {"$ref": "#/components/messages/send_powermeter_values"}}},
+        "receive_tariff": {"address": "e2m/tariff", "messages": {"m": {"$ref": "#/components/messages/receive_tariff"}}},
+        "receive_reset": {"address": "e2m/reset", "messages": {"m": {"$ref": "#/components/messages/receive_reset"}}},
+    }
+    operations = {
+        "receive_request_start_transaction": {
+            "title": "Request start transaction", "action": "receive", "description": "EVerest starts a transaction.",
+            "channel": {"$ref": "#/channels/receive_request_start_transaction"},
+            "reply": {"address": {"location": "$message.header#/replyTo"},
+                      "channel": {"$ref": "#/channels/send_reply_start_transaction"}},
+        },
+        "send_reply_start_transaction": {"action": "send", "channel": {"$ref": "#/channels/send_reply_start_transaction"}},
+        "send_powermeter_values": {"title": "Send powermeter values", "action": "send",
+                                   "channel": {"$ref": "#/channels/send_powermeter_values"}},
+        "receive_tariff": {"action": "receive", "channel": {"$ref": "#/channels/receive_tariff"}},
+        "receive_reset": {"action": "receive", "channel": {"$ref": "#/channels/receive_reset"}},
+    }
+    messages = {
+        "receive_request_start_transaction": {
+            "payload": envelope({"$ref": "#/components/schemas/StartTransactionRequest"}),
+            "examples": [{"payload": {"headers": {"replyTo": "a/b"},
+                                      "payload": {"evse_id": "DE*PNX*E1", "transaction_id": "t-1",
+                                                  "identification_status": "ASSIGNED"}}}],
+        },
+        "send_reply_start_transaction": {
+            "payload": {"$ref": "#/components/schemas/StartTransactionReply"},
+            "examples": [{"payload": {"status": "OK", "transaction_max_stop_time": "2024-01-01T00:00:00Z"}}],
+        },
+        "send_powermeter_values": {
+            "payload": {"$ref": "#/components/schemas/Powermeter"},
+            "examples": [{"payload": {"timestamp": "2024-09-27T07:21:14.127Z", "meter_id": "M1",
+                                      "energy_Wh_import": {"total": 12.5, "L1": 4.0},
+                                      "temperatures": [{"temperature": 21.5, "location": "body"}],
+                                      "from": "meter"}}],
+        },
+        "receive_tariff": {
+            "payload": {"$ref": "#/components/schemas/Tariff"},
+            "examples": [{"payload": {"currency": "EUR", "price_per_kwh": 0.39, "type": "flat",
+                                      "texts": ["0.39 EUR/kWh"], "vendor": {"anything": [1, 2]}}}],
+        },
+        "receive_reset": {"summary": "EVerest resets the meter (no data)"},
+    }
+    schemas = {
+        "StartTransactionRequest": {
+            "type": "object", "additionalProperties": True, "required": ["evse_id", "transaction_id"],
+            "properties": {
+                "evse_id": {"type": "string", "maxLength": 20},
+                "transaction_id": {"type": "string", "minLength": 1},
+                "identification_status": {"type": "string", "enum": ["ASSIGNED", "NOT_ASSIGNED"]},
+            },
+        },
+        "StartTransactionReply": {
+            "type": "object", "additionalProperties": False, "required": ["status"],
+            "properties": {
+                "status": {"$ref": "common_API.yaml#/components/schemas/Status"},
+                "error": {"type": "string"},
+                "transaction_max_stop_time": {"type": "string", "format": "date-time"},
+            },
+        },
+        "Powermeter": {
+            "type": "object", "additionalProperties": True, "required": ["timestamp", "energy_Wh_import"],
+            "properties": {
+                "timestamp": {"type": "string", "format": "date-time"},
+                "meter_id": {"type": "string"},
+                "energy_Wh_import": {"$ref": "common_API.yaml#/components/schemas/Energy"},
+                "temperatures": {"type": "array", "maxItems": 4, "items": {
+                    "type": "object", "required": ["temperature"],
+                    "properties": {"temperature": {"type": "number", "minimum": -100, "maximum": 200},
+                                   "location": {"type": "string"}}}},
+                "from": {"type": "string", "description": "a key that is a Python keyword"},
+            },
+        },
+        "Tariff": {
+            "allOf": [
+                {"$ref": "#/components/schemas/Price"},
+                {"type": "object", "properties": {"type": {"type": "string", "enum": ["flat", "dynamic"]},
+                                                  "texts": {"type": "array", "items": {"type": "string"}}}},
+            ],
+            "type": "object",
+            "properties": {"vendor": {"type": "object", "description": "free-form"}},
+        },
+        "Price": {"type": "object", "required": ["currency", "price_per_kwh"],
+                  "properties": {"currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                                 "price_per_kwh": {"type": "number"}}},
+    }
+    return document("meter", channels, operations, messages, schemas)
+
+
+def charging() -> dict[str, Any]:
+    """EVerest publishes session events (receive); the client asks for the session info (request, a
+    reply that may be null), enables the EVSE (request with an enum reply) and pauses (send)."""
+    channels = {
+        "receive_session_event": {"address": "e2m/session_event", "messages": {
+            "m": {"$ref": "#/components/messages/receive_session_event"}}},
+        "send_request_get_session_info": {"address": "m2e/get_session_info", "messages": {
+            "m": {"$ref": "#/components/messages/send_request_get_session_info"}}},
+        "receive_reply_get_session_info": {"address": None, "messages": {
+            "m": {"$ref": "#/components/messages/receive_reply_get_session_info"}}},
+        "send_request_enable": {"address": "m2e/enable", "messages": {
+            "m": {"$ref": "#/components/messages/send_request_enable"}}},
+        "receive_reply_enable": {"address": None, "messages": {"m": {"$ref": "#/components/messages/receive_reply_enable"}}},
+        "send_pause": {"address": "m2e/pause", "messages": {"m": {"$ref": "#/components/messages/send_pause"}}},
+        "send_request_set_limits": {"address": "m2e/set_limits", "messages": {
+            "m": {"$ref": "#/components/messages/send_request_set_limits"}}},
+        "receive_reply_set_limits": {"address": None, "messages": {
+            "m": {"$ref": "#/components/messages/receive_reply_set_limits"}}},
+    }
+    operations = {
+        "receive_session_event": {"title": "Session events", "action": "receive",
+                                  "channel": {"$ref": "#/channels/receive_session_event"}},
+        "send_request_get_session_info": {
+            "action": "send", "channel": {"$ref": "#/channels/send_request_get_session_info"},
+            "reply": {"address": {"location": "$message.header#/replyTo"},
+                      "channel": {"$ref": "#/channels/receive_reply_get_session_info"}}},
+        "receive_reply_get_session_info": {"action": "receive",
+                                           "channel": {"$ref": "#/channels/receive_reply_get_session_info"}},
+        "send_request_enable": {
+            "action": "send", "channel": {"$ref": "#/channels/send_request_enable"},
+            "reply": {"address": {"location": "$message.header#/replyTo"},
+                      "channel": {"$ref": "#/channels/receive_reply_enable"}}},
+        "receive_reply_enable": {"action": "receive", "channel": {"$ref": "#/channels/receive_reply_enable"}},
+        "send_pause": {"action": "send", "channel": {"$ref": "#/channels/send_pause"}},
+        "send_request_set_limits": {
+            "action": "send", "channel": {"$ref": "#/channels/send_request_set_limits"},
+            "reply": {"address": {"location": "$message.header#/replyTo"},
+                      "channel": {"$ref": "#/channels/receive_reply_set_limits"}}},
+        "receive_reply_set_limits": {"action": "receive", "channel": {"$ref": "#/channels/receive_reply_set_limits"}},
+    }
+    messages = {
+        "receive_session_event": {
+            "payload": {"$ref": "#/components/schemas/SessionEvent"},
+            "examples": [{"payload": {"uuid": "s-1", "timestamp": "2024-01-01T00:00:00Z", "event": "SessionStarted",
+                                      "session_started": {"reason": "EVConnected",
+                                                          "meter_value": {"timestamp": "2024-01-01T00:00:00Z",
+                                                                          "energy_Wh_import": {"total": 1.0}}}}},
+                         {"payload": {"uuid": "s-1", "timestamp": "2024-01-01T00:10:00Z", "event": "SessionFinished"}}],
+        },
+        "send_request_get_session_info": {
+            "payload": envelope(None),
+            "examples": [{"payload": {"headers": {"replyTo": "x/y"}}}],
+        },
+        "receive_reply_get_session_info": {
+            "payload": {"oneOf": [{"$ref": "#/components/schemas/SessionInfo"}, {"type": "null"}]},
+            "examples": [{"payload": {"state": "Charging", "charged_energy_wh": 1200}}, {"payload": None}],
+        },
+        "send_request_enable": {
+            "payload": envelope({"$ref": "#/components/schemas/EnableRequest"}),
+            "examples": [{"payload": {"headers": {"replyTo": "x/y"}, "payload": {"source": "LocalAPI", "priority": 5}}}],
+        },
+        "receive_reply_enable": {"payload": {"type": "boolean"}, "examples": [{"payload": True}]},
+        "send_pause": {"payload": {"type": "integer", "minimum": 0, "maximum": 3600},
+                       "examples": [{"payload": 60}]},
+        "send_request_set_limits": {
+            "payload": envelope({"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Limit"}}),
+            "examples": [{"payload": {"headers": {"replyTo": "x/y"}, "payload": [{"phase": "L1", "amps": 16}]}}],
+        },
+        "receive_reply_set_limits": {"payload": {"type": "string", "enum": ["Accepted", "Rejected"]},
+                                     "examples": [{"payload": "Accepted"}]},
+    }
+    schemas = {
+        "SessionEventEnum": {"type": "string", "enum": ["SessionStarted", "SessionFinished", "ChargingPausedEV"]},
+        "SessionEvent": {
+            "type": "object", "additionalProperties": True, "required": ["uuid", "timestamp", "event"],
+            "properties": {
+                "uuid": {"type": "string"},
+                "timestamp": {"type": "string", "format": "date-time"},
+                "event": {"$ref": "#/components/schemas/SessionEventEnum"},
+                "session_started": {"type": "object", "$ref": "#/components/schemas/SessionStarted"},
+            },
+        },
+        "SessionStarted": {
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string", "enum": ["EVConnected", "Authorized"]},
+                           "meter_value": {"$ref": "meter_API.yaml#/components/schemas/Powermeter"}},
+        },
+        "SessionInfo": {"type": "object", "required": ["state"],
+                        "properties": {"state": {"type": "string", "enum": ["Idle", "Charging", "Finished"]},
+                                       "charged_energy_wh": {"type": "number"}}},
+        "Limit": {"type": "object", "required": ["phase", "amps"],
+                  "properties": {"phase": {"type": "string", "enum": ["L1", "L2", "L3"]},
+                                 "amps": {"type": "number", "minimum": 0}}},
+        "EnableRequest": {"type": "object", "required": ["source", "priority"],
+                          "properties": {"source": {"type": "string", "enum": ["LocalAPI", "CSMS"]},
+                                         "priority": {"type": "integer", "minimum": 0, "maximum": 10000}}},
+    }
+    return document("charging", channels, operations, messages, schemas)
+
+
+def write_documents(directory: Path) -> Path:
+    """The three documents as EVerest names its files (``<api>_API.yaml``); returns ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in (("common", COMMON), ("meter", meter()), ("charging", charging())):
+        (directory / f"{name}_API.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
+    return directory
