@@ -24,6 +24,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive number of seconds, got {text!r}")
+    return value
+
+
 def _u64(text: str) -> int:
     try:
         value = int(text)
@@ -82,6 +92,21 @@ def _add_api_target(parser: argparse.ArgumentParser, *, broker_required: bool) -
                         help="EVerest's mqtt_external_prefix (default: none)")
 
 
+def _existing_path(text: str) -> str:
+    import os
+
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file or directory: {text!r}")
+    return text
+
+
+def _add_api_docs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-docs", action="append", type=_existing_path, metavar="PATH",
+                        help="an EVerest API document (AsyncAPI YAML), or a directory of them: node types "
+                        "<api>/<operation> for each (repeatable; searched before $EVFLOW_API_DOCS and "
+                        "<prefix>/share/everest/EVerest_API)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="evflow",
@@ -108,6 +133,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds to watch the heartbeat (default: 3)")
     probe.set_defaults(module="evflow.runtime.commands.probe")
 
+    discover = commands.add_parser(
+        "discover", help="list the API modules a running EVerest answers discovery for",
+        description="Ask EVerest's API modules (the entrypoint API's discover, or query-modules with --api) "
+        "which APIs they implement, collect the answers for --window seconds, and list each API with its "
+        "module id. Exit 0 when a module answered, 1 when none did.",
+    )
+    discover.add_argument("--broker", required=True, metavar="URL",
+                          help="broker URL: mqtt://host:port, mqtts://host:port or unix:///path")
+    discover.add_argument("--external-prefix", default="", metavar="P",
+                          help="EVerest's mqtt_external_prefix (default: none)")
+    discover.add_argument("--api", metavar="TYPE", help="only modules implementing this API type (query-modules)")
+    discover.add_argument("--window", type=_positive_float, default=1.0, metavar="S",
+                          help="seconds to collect answers for: each module answers on its own (default: 1)")
+    discover.add_argument("--wait-ready", type=_non_negative_float, default=0.0, metavar="S",
+                          help="when nothing answers at once, wait up to S seconds for EVerest's ready beacon "
+                          "and ask again (for a run while EVerest starts; default: 0, do not wait)")
+    discover.add_argument("--format", choices=["text", "json"], default="text")
+    discover.set_defaults(module="evflow.runtime.commands.discover")
+
     run = commands.add_parser(
         "run", help="run flow files until stopped (SIGINT/SIGTERM)",
         description="Load, validate and run the flow files; stop cleanly on SIGINT or SIGTERM (a second "
@@ -131,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "127.0.0.1 (loopback): name another address to be reached from the network (default: off)")
     run.add_argument("--node-log-level", type=_node_log_level, action="append", metavar="NODE_ID=LEVEL",
                      help="a node's own log level, above or below --log-level (repeatable)")
+    _add_api_docs(run)
     run.set_defaults(module="evflow.runtime.commands.run")
 
     validate = commands.add_parser(
@@ -144,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--skip-unsupported", action="store_true",
                           help="validate the flow as `run --skip-unsupported` would run it")
     validate.add_argument("--format", choices=["text", "json"], default="text")
+    _add_api_docs(validate)
     validate.set_defaults(module="evflow.runtime.commands.validate")
 
     import_nodered = commands.add_parser(
@@ -158,10 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="Node-RED's credentials file, decrypted")
     import_nodered.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
     import_nodered.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
+    _add_api_docs(import_nodered)
     import_nodered.set_defaults(module="evflow.runtime.commands.import_nodered")
 
     nodes = commands.add_parser("nodes", help="list the node types: built-in and installed plugins")
     nodes.add_argument("--format", choices=["text", "json"], default="text")
+    _add_api_docs(nodes)
     nodes.set_defaults(module="evflow.runtime.commands.nodes")
 
     test = commands.add_parser(
@@ -170,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "simulator when the file asks for them); exit 0 when every case passed.",
     )
     test.add_argument("tests", nargs="+", metavar="TEST.json")
+    _add_api_docs(test)
     test.set_defaults(module="evflow.runtime.commands.test")
 
     schema = commands.add_parser(
@@ -177,15 +226,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="A JSON Schema (draft 2020-12) that editors use to check flow files as they are typed.",
     )
     schema.add_argument("--output", metavar="FILE", help="write it to FILE instead of stdout")
+    _add_api_docs(schema)
     schema.set_defaults(module="evflow.runtime.commands.schema")
 
     simulate = commands.add_parser(
-        "simulate", help="be EVerest's evse_security API module, answering from a certificate directory",
+        "simulate", help="be EVerest's side of an API: evse_security from a certificate directory, or any API "
+        "from its document (--api)",
         description="Serve EVerest's evse_security_consumer API on a broker from a certificate directory laid "
         "out as EVerest's (ca/v2g/V2G_ROOT_CA.pem, client/cso/, ...), with its heartbeat and communication-check "
-        "watchdog; or, with --init-pki DIR, create such a directory with a complete test PKI.",
+        "watchdog; or, with --init-pki DIR, create such a directory with a complete test PKI; or, with --api NAME, "
+        "be EVerest's side of any API from its AsyncAPI document (--api-docs): requests answered with --answers or "
+        "the document's examples, what the client sends recorded, and commands read from stdin, one a line: "
+        "publish OP JSON, ask OP [JSON], sent [OP], ops.",
     )
     _add_api_target(simulate, broker_required=False)
+    simulate.add_argument("--api", metavar="NAME",
+                          help="the API to be EVerest's side of, read from its document (default: "
+                          "evse_security_consumer from --certs)")
+    simulate.add_argument("--answers", metavar="FILE.json",
+                          help="with --api: {operation: reply} for the requests, instead of the document's examples")
+    simulate.add_argument("--reply-timeout-s", type=_positive_float, default=5.0, metavar="S",
+                          help="with --api: how long `ask` waits for the client's reply (default 5, as EVerest's "
+                          "cfg_request_reply_to_s)")
     simulate.add_argument("--certs", metavar="DIR", help="the certificate directory to serve")
     simulate.add_argument("--heartbeat-interval-ms", type=int, default=1000, metavar="N",
                           help="heartbeat period (default 1000; <= 0: none)")
@@ -208,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     pki.add_argument("--not-yet-valid-leaf", action="store_true")
     pki.add_argument("--drop-leaf-key", action="store_true")
     pki.add_argument("--no-key-password", action="store_true", help="leave the leaf keys unencrypted")
+    _add_api_docs(simulate)
     simulate.set_defaults(module="evflow.runtime.commands.simulate")
 
     graph = commands.add_parser(
@@ -220,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="mermaid (default), dot, or svg (runs Graphviz's dot)")
     graph.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     graph.add_argument("--credentials", metavar="FILE", help="NAME=value lines for ${NAME} in the flows")
+    _add_api_docs(graph)
     graph.set_defaults(module="evflow.runtime.commands.graph")
 
     demo = commands.add_parser(
@@ -236,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "api_docs", None):
+        # One place every command's registry looks: in front of what the environment names.
+        import os
+
+        os.environ["EVFLOW_API_DOCS"] = os.pathsep.join([*args.api_docs, os.environ.get("EVFLOW_API_DOCS", "")])
     from .logsetup import configure_logging
 
     configure_logging(args.log_level, args.log_format)

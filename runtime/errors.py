@@ -92,3 +92,15 @@ class InvalidPayload(EvflowError):
         self.topic = topic
         self.problems = tuple(problems)
         super().__init__(f"invalid payload on {topic}: {'; '.join(self.problems)}")
+
+
+# ---- discovery (the entrypoint API) ------------------------------------------------------------
+
+
+class DiscoveryError(EvflowError):
+    """Discovery did not name exactly one module: none answered, or several did (``module_ids``)."""
+
+    def __init__(self, message: str, api_type: str | None = None, module_ids: Sequence[str] = ()) -> None:
+        self.api_type = api_type
+        self.module_ids = tuple(module_ids)
+        super().__init__(message)
