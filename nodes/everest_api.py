@@ -1,4 +1,6 @@
-"""``everest-api``: one client of EVerest's evse_security_consumer API module, shared by id."""
+"""``everest-api``: one client of an EVerest API module (``api``, default evse_security_consumer) on a
+broker, shared by id: the request, source, question and answer nodes of that API use it, and so do
+the ``heartbeat`` and ``keepalive`` nodes, for any API."""
 
 from __future__ import annotations
 
@@ -8,18 +10,43 @@ import attrs
 import trio
 
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
-from evflow.runtime.nodeapi import ConfigNode, OperationStats, field_check, number_range, ref, run_service
+from evflow.runtime.apis.evse_security_consumer import EVSE_SECURITY_CONSUMER
+from evflow.runtime.client import ApiClient
+from evflow.runtime.nodeapi import (
+    ConfigNode,
+    ConfigWarning,
+    OperationStats,
+    field_check,
+    number_range,
+    ref,
+    run_service,
+)
+from evflow.runtime.protocol.api import ApiSpec
 from evflow.runtime.protocol.topics import validate_external_prefix, validate_topic_level
 
 from .mqtt_broker import MqttBroker
+
+
+def _module_id(value: str) -> None:
+    if value:
+        validate_topic_level(value, "module_id")
 
 
 @attrs.frozen(kw_only=True)
 class EverestApiConfig:
     # id of an mqtt-broker node
     broker: str = ref("mqtt-broker")
-    # the API module's id in EVerest's config file (one topic level)
-    module_id: str = attrs.field(validator=field_check(lambda v: validate_topic_level(v, "module_id")))
+    # the API, as EVerest names it: evse_security_consumer, powermeter, evse_manager_consumer, ...
+    api: str = attrs.field(default=EVSE_SECURITY_CONSUMER.name,
+                           validator=field_check(lambda v: validate_topic_level(v, "api")))
+    # the API module's id in EVerest's config file (one topic level); empty with `discover`
+    module_id: str = attrs.field(default="", validator=field_check(_module_id))
+    # no module_id: ask EVerest's entrypoint which module offers `api` (exactly one must answer)
+    discover: bool = False
+    # seconds to wait for EVerest's entrypoint to answer `discover`
+    discover_window: float = attrs.field(default=2.0, validator=number_range(above=0))
+    # the version in the API's topics: everest_api/<api_version>/<api>/<module_id>/...
+    api_version: int = attrs.field(default=1, validator=number_range(0))
     # EVerest's mqtt_external_prefix
     external_prefix: str = attrs.field(default="", validator=field_check(validate_external_prefix))
     # seconds to wait for a reply (nodes may set their own)
@@ -29,19 +56,41 @@ class EverestApiConfig:
 
 
 class EverestApi(ConfigNode[EverestApiConfig]):
-    """A client of EVerest's ``evse_security_consumer`` API module on a broker."""
+    """A client of one EVerest API module: its replies, heartbeat and communication check."""
 
     type = "everest-api"
     Config = EverestApiConfig
 
+    @classmethod
+    def check(cls, config: EverestApiConfig) -> list[ConfigWarning]:
+        if not config.module_id and not config.discover:
+            raise ValueError("required: the API module's id in EVerest's config (or discover: true) @ $.module_id")
+        if config.module_id and config.discover:
+            raise ValueError("module_id and discover: true exclude each other @ $.discover")
+        return []
+
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         broker: MqttBroker = self.context.config_node(self.config.broker)  # type: ignore[assignment]
         c = self.config
-        self.client = EvseSecurityClient(
-            broker.mqtt, c.module_id, external_prefix=c.external_prefix,
-            request_timeout=c.request_timeout, max_in_flight=c.max_in_flight,
-        )
+        module_id = c.module_id or await self._discover(broker)
+        options = {"external_prefix": c.external_prefix, "request_timeout": c.request_timeout,
+                   "max_in_flight": c.max_in_flight}
+        if c.api == EVSE_SECURITY_CONSUMER.name and c.api_version == EVSE_SECURITY_CONSUMER.topic_version:
+            self.client: ApiClient = EvseSecurityClient(broker.mqtt, module_id, **options)
+        else:
+            # The operations join the client as the nodes made from the API's document ask them.
+            spec = ApiSpec(name=c.api, version="", topic_version=c.api_version, operations={})
+            self.client = ApiClient(broker.mqtt, spec, module_id, **options)
         await run_service(self.client.run, task_status=task_status)  # its reply subscription granted
+
+    async def _discover(self, broker: MqttBroker) -> str:
+        from evflow.runtime.discovery import find_module
+
+        await broker.mqtt.wait_connected()
+        found = await find_module(broker.mqtt, self.config.api, external_prefix=self.config.external_prefix,
+                                  window=self.config.discover_window)
+        self.context.log.info("discovered %s module %r", self.config.api, found.module_id)
+        return found.module_id
 
     def request_stats(self) -> Mapping[str, OperationStats]:
         return self.client.operation_stats if hasattr(self, "client") else {}

@@ -83,7 +83,8 @@ def fields_of(config_class: type) -> list[dict[str, Any]]:
     hints = typing.get_type_hints(config_class)
     described = []
     for field in attrs.fields(config_class):
-        entry: dict[str, Any] = {"name": json_key(field), "type": describe_field_type(hints.get(field.name, Any))}
+        entry: dict[str, Any] = {"name": json_key(field), "type": describe_field_type(
+            hints.get(field.name, field.type if field.type is not None else Any))}
         if field.default is attrs.NOTHING:
             entry["required"] = True
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
@@ -94,7 +95,8 @@ def fields_of(config_class: type) -> list[dict[str, Any]]:
             entry["references"] = field.metadata["evflow_ref"]
         if field.metadata.get("evflow_secret"):
             entry["secret"] = True
-        if field.name in docs:
-            entry["doc"] = docs[field.name]
+        doc = docs.get(field.name) or field.metadata.get("evflow_doc")
+        if doc:
+            entry["doc"] = doc
         described.append(entry)
     return described

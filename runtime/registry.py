@@ -9,11 +9,14 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from .nodeapi import API_VERSION, ConfigNode, Node, NodeClass
+
+if TYPE_CHECKING:
+    from .asyncapi.catalogue import ApiCatalogue
 
 __all__ = ["ENTRY_POINT_GROUP", "NodeTypeSource", "Registry", "RegistryError"]
 
@@ -35,9 +38,13 @@ class NodeTypeSource:
 class Registry:
     sources: Mapping[str, tuple[NodeTypeSource, ...]]
     _loaded: dict[str, NodeClass] = attrs.field(factory=dict)
+    # EVerest's APIs from their documents: node types `<api>/<operation>`, made when first asked for.
+    apis: ApiCatalogue | None = None
 
     @classmethod
-    def from_entry_points(cls) -> Registry:
+    def from_entry_points(cls, apis: ApiCatalogue | None = None) -> Registry:
+        """The installed node types; with ``apis``, those of EVerest's API documents too (by default
+        the documents of ``$EVFLOW_API_DOCS`` and an EVerest installation)."""
         found: dict[str, list[NodeTypeSource]] = {}
         for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             distribution = entry.dist.name if entry.dist is not None else "?"
@@ -45,7 +52,11 @@ class Registry:
             same = found.setdefault(entry.name, [])
             if source not in same:  # an editable install can list one distribution twice
                 same.append(source)
-        return cls({name: tuple(sources) for name, sources in found.items()})
+        if apis is None:
+            from .asyncapi.catalogue import ApiCatalogue
+
+            apis = ApiCatalogue.default()
+        return cls({name: tuple(sources) for name, sources in found.items()}, apis=apis)
 
     @classmethod
     def of(cls, *classes: NodeClass) -> Registry:
@@ -58,22 +69,54 @@ class Registry:
         """This registry and these classes as well (for tests and embedding); a given class takes
         the place of an installed type of the same name."""
         extra = Registry.of(*classes)
-        registry = Registry({**self.sources, **extra.sources})
+        registry = Registry({**self.sources, **extra.sources}, apis=self.apis)
         registry._loaded.update(self._loaded)
         registry._loaded.update(extra._loaded)
         return registry
 
     def names(self) -> list[str]:
+        """The installed types (not those of API documents: listing those reads every document)."""
         return sorted(self.sources)
 
+    def api_type_names(self) -> tuple[list[str], dict[str, str]]:
+        """The node types of every API document found, and the error of each document that does not read."""
+        if self.apis is None:
+            return [], {}
+        apis, errors = self.apis.load_all()
+        return [name for api in apis for name in self.apis.node_type_names(api)], errors
+
     def __contains__(self, name: object) -> bool:
-        return name in self.sources
+        if name in self.sources:
+            return True
+        return isinstance(name, str) and self._api_of(name) is not None
+
+    def why_unknown(self, name: str) -> str | None:
+        """For a name shaped like an API's node type whose API was not found: why (where evflow looked)."""
+        api, slash, _ = name.partition("/")
+        if not slash or self.apis is None or api in self.apis:
+            return None
+        return self.apis.unknown_api(api)
+
+    def _api_of(self, name: str) -> str | None:
+        """The API a node type name belongs to (``powermeter/send_powermeter_values``), if one is found."""
+        api, slash, _ = name.partition("/")
+        return api if slash and self.apis is not None and api in self.apis else None
 
     def load(self, name: str) -> NodeClass:
         loaded = self._loaded.get(name)
         if loaded is not None:
             return loaded
         sources = self.sources.get(name)
+        if not sources and self._api_of(name) is not None:
+            from .asyncapi.documents import DocumentError
+
+            assert self.apis is not None
+            try:
+                node_class: NodeClass = self.apis.node_class(name)
+            except DocumentError as exc:
+                raise RegistryError(f"node type {name!r}: {exc}") from None
+            self._loaded[name] = node_class
+            return node_class
         if not sources:
             raise RegistryError(f"unknown node type {name!r}: no installed package provides it")
         if len(sources) > 1:
@@ -85,10 +128,11 @@ class Registry:
         return node_class
 
     def load_all(self) -> tuple[dict[str, NodeClass], dict[str, str]]:
-        """Every type that loads, and the error of each that does not."""
+        """Every type that loads, the API documents' included, and the error of each that does not
+        (a document that does not read is one error, under its API's name)."""
         classes: dict[str, NodeClass] = {}
-        errors: dict[str, str] = {}
-        for name in self.names():
+        api_types, errors = self.api_type_names()
+        for name in [*self.names(), *api_types]:
             try:
                 classes[name] = self.load(name)
             except RegistryError as exc:

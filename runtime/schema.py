@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from .codec import json_key
+from .codec import json_key, refuses_unknown_keys
 from .configdoc import field_docs
 from .models.loose import LooseBool, LooseFloat, LooseInt, LooseStr
 from .nodeapi import ConfigNode
@@ -69,14 +69,15 @@ def object_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, A
     properties: dict[str, Any] = dict(extra or {})
     required = []
     for field in attrs.fields(cls):
-        schema = type_schema(hints.get(field.name, Any))
+        schema = type_schema(hints.get(field.name, field.type if field.type is not None else Any))
         if field.metadata.get("evflow_secret"):
             schema = {"type": "string", "pattern": _ENV_REFERENCE,
                       "description": "a secret: only as ${NAME}, from the environment or a credentials file"}
         elif "evflow_ref" in field.metadata:
             schema = {"type": "string", "description": f"id of a {field.metadata['evflow_ref']} node"}
-        if field.name in docs:
-            schema.setdefault("description", docs[field.name])
+        doc = docs.get(field.name) or field.metadata.get("evflow_doc")
+        if doc:
+            schema.setdefault("description", doc)
         key = json_key(field)
         if field.default is attrs.NOTHING:
             required.append(key)
@@ -85,7 +86,9 @@ def object_schema(cls: type, extra: dict[str, Any] | None = None) -> dict[str, A
             if isinstance(default, (str, int, float, bool, type(None))):
                 schema["default"] = default
         properties[key] = schema
-    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    # A flow file's node refuses unknown keys; EVerest's values ignore them (unless their document closes them).
+    closed = refuses_unknown_keys(cls)
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": not closed}
     if required:
         schema["required"] = required
     return schema

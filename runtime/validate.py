@@ -133,6 +133,8 @@ def plan_flow(
                 skipped[record.id] = record
                 problem(record, f"{UNSUPPORTED} {record.type!r}: skipped{_cut_from(record)}", f"{record.path}.type",
                         "warning")
+            elif (why := registry.why_unknown(record.type)) is not None:
+                problem(record, f"{UNSUPPORTED} {record.type!r}: {why}", f"{record.path}.type")
             else:
                 close = difflib.get_close_matches(record.type, registry.names(), n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""
@@ -177,7 +179,7 @@ def plan_flow(
 
     planned_ids = {p.id for p in planned}
     for record, config in configured:
-        _check_references(record, config, by_id, planned_ids, problem)
+        _check_references(record, config, by_id, planned_ids, configs, problem)
 
     if problems:
         return None, problems + warnings
@@ -334,6 +336,7 @@ def _check_references(
     config: Any,
     by_id: Mapping[str, NodeRecord],
     planned: set[str],
+    configs: Mapping[str, Any],
     problem: Any,
 ) -> None:
     for field in attrs.fields(type(config)):
@@ -349,3 +352,10 @@ def _check_references(
             problem(record, f"refers to {target!r}, which is a {target_record.type}, not a {kind}", path)
         elif target not in planned:
             problem(record, f"refers to {target!r} ({kind}), which is disabled or invalid", path)
+        else:
+            # what the referenced node must be configured as (an everest-api node of this node's API)
+            for key, expected in field.metadata.get("evflow_ref_fields", {}).items():
+                actual = getattr(configs.get(target), key, expected)
+                if actual != expected:
+                    problem(record, f"refers to {target!r}, a {kind} with {key} {actual!r}; this node needs "
+                            f"{key} {expected!r}", path)

@@ -16,9 +16,16 @@ from ..registry import Registry
 def describe(registry: Registry) -> list[dict[str, Any]]:
     classes, errors = registry.load_all()
     described = []
-    for name in registry.names():
-        sources = registry.sources[name]
-        entry: dict[str, Any] = {"type": name, "provided_by": ", ".join(s.distribution for s in sources)}
+    api_types, api_errors = registry.api_type_names()
+    for name in [*registry.names(), *api_types, *api_errors]:
+        sources = registry.sources.get(name)
+        if sources is not None:
+            provided_by = ", ".join(s.distribution for s in sources)
+        else:  # an API document's node type (or a document that does not read, by its API's name)
+            assert registry.apis is not None
+            path = registry.apis.index().get(name.partition("/")[0])
+            provided_by = f"API document {path}"
+        entry: dict[str, Any] = {"type": name, "provided_by": provided_by}
         node_class = classes.get(name)
         if node_class is None:
             entry["error"] = errors[name]
