@@ -1,0 +1,291 @@
+"""Flows against APIs made from documents the tests write (tests/asyncapi_samples.py), with the
+generic simulator as EVerest, over a real broker: a powermeter-shaped API whose questions the flow
+answers, and an evse_manager-shaped one whose session events it reacts to."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from evflow.runtime.asyncapi.catalogue import ApiCatalogue
+from evflow.runtime.broker import BrokerConfig
+from evflow.runtime.mosquitto import MosquittoBroker
+from evflow.runtime.registry import Registry
+from evflow.runtime.simulator.generic import GenericApiSimulator, NoReply
+from evflow.runtime.testing import FlowUnderTest, run_flow
+from evflow.runtime.transport import MqttClient
+
+from .asyncapi_samples import write_documents
+
+START = {"evse_id": "DE*PNX*E1", "transaction_id": "t-42", "identification_status": "ASSIGNED"}
+
+
+@pytest.fixture
+def catalogue(tmp_path: Path) -> ApiCatalogue:
+    return ApiCatalogue([write_documents(tmp_path / "apis")])
+
+
+class Everest:
+    """The simulator of one API, on its own connection to the test broker."""
+
+    def __init__(self, broker: MosquittoBroker, catalogue: ApiCatalogue) -> None:
+        self.broker = broker
+        self.catalogue = catalogue
+
+    async def __call__(self, nursery: trio.Nursery, api: str, module_id: str, **options: Any) -> GenericApiSimulator:
+        mqtt = MqttClient(BrokerConfig.from_url(self.broker.url, connect_timeout=5))
+        await nursery.start(mqtt.run)
+        simulator = GenericApiSimulator(mqtt, self.catalogue.api(api), module_id, discovery=False, **options)
+        await nursery.start(simulator.run)
+        return simulator
+
+
+@pytest.fixture
+async def everest(broker: MosquittoBroker, catalogue: ApiCatalogue) -> AsyncIterator[Everest]:
+    yield Everest(broker, catalogue)
+
+
+def _base(broker: MosquittoBroker, api: str, module_id: str) -> list[dict[str, Any]]:
+    return [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": api, "module_id": module_id},
+        {"id": "errors", "type": "catch", "scope": None, "wires": [[]]},
+    ]
+
+
+def _flow(catalogue: ApiCatalogue, flow: list[dict[str, Any]], tmp_path: Path) -> Any:
+    return run_flow(flow, registry=Registry.from_entry_points(catalogue), workdir=tmp_path)
+
+
+async def test_a_flow_answers_everests_questions(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                 everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 5,
+         "wires": [["status"]]},
+        # the answer is made from the question: a change node, as a Node-RED user would
+        {"id": "status", "type": "change", "rules": [
+            {"t": "set", "p": "payload", "pt": "msg", "to": '{"status": "OK"}', "tot": "json"}], "wires": [["answer"]]},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api"},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        kit: FlowUnderTest
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                replies = [await simulator.ask("receive_request_start_transaction", START, timeout=5) for _ in range(3)]
+            assert replies == [{"status": "OK"}] * 3
+            question = await kit.expect("ask")
+            assert question.payload.transaction_id == "t-42"  # typed: the document's class
+            assert question.payload.identification_status == "ASSIGNED"
+            assert kit.stats()["ask"]["answered"] == 3 and kit.stats()["answer"]["answered"] == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unanswered_question_gets_the_default_reply_before_everests_timeout(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        # nothing answers: the policy does, after 0.2 s
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 0.2,
+         "unanswered": "reply", "default_reply": {"status": "UNEXPECTED_ERROR", "error": "no meter"}},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                reply = await simulator.ask("receive_request_start_transaction", START, timeout=5)
+            assert reply == {"status": "UNEXPECTED_ERROR", "error": "no meter"}
+            assert kit.stats()["ask"]["unanswered"] == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_unanswered_reported_late_and_duplicate_answers_held_back(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    def answer_with(node_id: str, status: str, answer: str) -> dict[str, Any]:
+        return {"id": node_id, "type": "change", "wires": [[answer]], "rules": [
+            {"t": "set", "p": "payload", "pt": "msg", "to": f'{{"status": "{status}"}}', "tot": "json"}]}
+
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 0.5,
+         "wires": [["route"]]},
+        # t-slow is answered a second after the policy acted; t-twice is answered twice; t-bad with a
+        # status the document does not know
+        {"id": "route", "type": "switch", "property": "payload.transaction_id", "propertyType": "msg",
+         "rules": [{"t": "eq", "v": "t-slow", "vt": "str"}, {"t": "eq", "v": "t-twice", "vt": "str"},
+                   {"t": "eq", "v": "t-bad", "vt": "str"}],
+         "checkall": "false", "outputs": 3, "wires": [["later"], ["ok", "also"], ["bad"]]},
+        {"id": "later", "type": "delay", "pauseType": "delay", "timeout": "1", "timeoutUnits": "seconds",
+         "wires": [["ok"]]},
+        answer_with("ok", "OK", "answer"),
+        answer_with("also", "NOT_SUPPORTED", "answer2"),
+        answer_with("bad", "MAYBE", "answer"),
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api"},
+        {"id": "answer2", "type": "meter/send_reply_start_transaction", "api": "api"},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                with pytest.raises(NoReply):
+                    await simulator.ask("receive_request_start_transaction", {**START, "transaction_id": "t-slow"},
+                                        timeout=2)
+                unanswered = await kit.expect("errors")
+                assert "start_transaction from EVerest not answered within 0.5 s" in unanswered.error.message
+                late = await kit.expect("errors")
+                assert late.error.source_id == "answer" and "answered after its 0.5 s" in late.error.message
+
+                reply = await simulator.ask("receive_request_start_transaction",
+                                            {**START, "transaction_id": "t-twice"}, timeout=2)
+                assert reply in ({"status": "OK"}, {"status": "NOT_SUPPORTED"})  # whichever came first
+                duplicate = await kit.expect("errors")
+                assert "was answered already; this answer is not sent" in duplicate.error.message
+
+                with pytest.raises(NoReply):  # an answer that breaks the schema is not sent
+                    await simulator.ask("receive_request_start_transaction",
+                                        {**START, "transaction_id": "t-bad"}, timeout=1)
+                bad = [await kit.expect("errors") for _ in range(2)]
+            messages = sorted(m.error.message for m in bad)
+            assert "expected one of 'OK', 'NOT_SUPPORTED', 'UNEXPECTED_ERROR', got 'MAYBE' @ $.payload.status" in \
+                messages[0] + messages[1]
+            assert any("not answered within" in m for m in messages)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_flow_reacts_to_session_events(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                               everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "charging", "evse1"),
+        {"id": "events", "type": "charging/receive_session_event", "api": "api", "wires": [["route"]]},
+        {"id": "route", "type": "switch", "property": "payload.event", "propertyType": "msg",
+         "rules": [{"t": "eq", "v": "SessionStarted", "vt": "str"}, {"t": "eq", "v": "SessionFinished", "vt": "str"}],
+         "checkall": "false", "outputs": 2, "wires": [["enable"], ["pause"]]},
+        {"id": "enable", "type": "charging/send_request_enable", "api": "api",
+         "payload": {"source": "LocalAPI", "priority": 5}, "wires": [["enabled"], []]},
+        {"id": "enabled", "type": "charging/send_request_get_session_info", "api": "api", "wires": [[], []]},
+        {"id": "pause", "type": "charging/send_pause", "api": "api", "payload": 60},
+    ]
+    started = {"uuid": "s-1", "timestamp": "2024-01-01T00:00:00Z", "event": "SessionStarted",
+               "session_started": {"reason": "EVConnected"}}
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "charging", "evse1", answers={"send_request_enable": False})
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                await simulator.publish("receive_session_event", started)
+                event = await kit.expect("events")
+                assert event.payload.session_started.reason == "EVConnected"
+                assert (await kit.expect("enable")).payload is False  # the configured answer
+                info = await kit.expect("enabled")  # the document's first example
+                assert info.payload.state == "Charging" and info.payload.charged_energy_wh == 1200
+
+                # what EVerest should not send is reported, and the flow goes on
+                await simulator.mqtt.publish(simulator.topic_of(simulator.operations["receive_session_event"]),
+                                             b'{"uuid": "s-1", "timestamp": "t", "event": "Exploded"}')
+                invalid = await kit.expect("errors")
+                assert "got 'Exploded' @ $.event" in invalid.error.message
+
+                await simulator.publish("receive_session_event", {**started, "event": "SessionFinished",
+                                                                  "session_started": None})
+                assert await simulator.next_sent("send_pause") == 60
+            assert kit.stats()["events"] == {"received": 3, "invalid": 1}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_payload_that_breaks_the_schema_fails_the_message_not_the_flow(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "values", "type": "meter/send_powermeter_values", "api": "api"},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                await kit.inject("values", {"timestamp": "2024-01-01T00:00:00Z", "energy_Wh_import": {"total": "lots"}})
+                failed = await kit.expect("errors")
+                assert "expected a number, got a string @ $.payload.energy_Wh_import.total" in failed.error.message
+                good = {"timestamp": "2024-01-01T00:00:00Z", "energy_Wh_import": {"total": 3.5}, "from": "flow"}
+                await kit.inject("values", good)
+                assert await simulator.next_sent("send_powermeter_values") == good
+            assert simulator.invalid_sent["send_powermeter_values"] == 0  # the bad one never left evflow
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_flow_finds_its_module_by_discovery(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                    everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "discover": True, "discover_window": 0.3},
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "wires": [["answer"]]},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api", "payload": {"status": "OK"}},
+    ]
+    async with trio.open_nursery() as nursery:
+        mqtt = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
+        await nursery.start(mqtt.run)
+        simulator = GenericApiSimulator(mqtt, catalogue.api("meter"), "meter_7")  # answers discovery
+        await nursery.start(simulator.run)
+        async with _flow(catalogue, flow, tmp_path):
+            with trio.fail_after(10):
+                assert await simulator.ask("receive_request_start_transaction", START, timeout=5) == {"status": "OK"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_discovery_that_finds_no_module_says_so(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                      tmp_path: Path) -> None:
+    from evflow.runtime.engine import FlowStartError
+
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "discover": True, "discover_window": 0.2},
+    ]
+    with trio.fail_after(10), pytest.RaisesGroup(pytest.RaisesExc(
+            FlowStartError, match=r"everest-api 'api' did not start: no module implementing the 'meter' API answered "
+            r"on 'everest_api/query-modules/meter' within 0.2 s"), flatten_subgroups=True):
+        async with _flow(catalogue, flow, tmp_path):
+            pass
+
+
+async def test_a_question_passes_through_a_function_node(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                         everest: Everest, tmp_path: Path) -> None:
+    """As docs/everest-apis.md shows: the question travels on the message through JavaScript."""
+    pytest.importorskip("quickjs")
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "wires": [["logic"]]},
+        {"id": "logic", "type": "function", "wires": [["answer"]],
+         "func": "msg.payload = {status: msg.payload.evse_id.startsWith('DE') ? 'OK' : 'NOT_SUPPORTED'}; return msg;"},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api"},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path):
+            with trio.fail_after(10):
+                assert await simulator.ask("receive_request_start_transaction", START) == {"status": "OK"}
+                assert await simulator.ask("receive_request_start_transaction", {**START, "evse_id": "FR*1"}) == {
+                    "status": "NOT_SUPPORTED"}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_whose_payload_is_an_array(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                   everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "charging", "evse1"),
+        {"id": "limits", "type": "charging/send_request_set_limits", "api": "api", "wires": [["done"], ["failed"]]},
+        {"id": "done", "type": "junction", "wires": [[]]},
+        {"id": "failed", "type": "junction", "wires": [[]]},
+    ]
+    async with trio.open_nursery() as nursery:
+        await everest(nursery, "charging", "evse1")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                await kit.inject("limits", [{"phase": "L1", "amps": 16}, {"phase": "L2", "amps": 10.5}])
+                assert (await kit.expect("done")).payload == "Accepted"
+                await kit.inject("limits", [])  # minItems 1
+                failed = await kit.expect("failed")
+                assert "fewer than 1 items (0) @ $.payload" in failed.error.message
+        nursery.cancel_scope.cancel()
