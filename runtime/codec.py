@@ -152,6 +152,12 @@ def _structure_json_value(value: Any, _: type) -> Any:
     return value
 
 
+def _structure_null(value: Any, _: type) -> None:
+    if value is None:
+        return None
+    raise TypeError(f"expected null, got {_type_name(value)}")
+
+
 def _structure_u64(value: Any, _: type) -> int:
     if type(value) is not int:
         raise TypeError(f"expected an integer, got {_type_name(value)}")
@@ -265,6 +271,7 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook(HeartbeatId, _structure_u64)
     conv.register_structure_hook(JsonObject, _structure_json_object)
     conv.register_structure_hook(JsonValue, _structure_json_value)
+    conv.register_structure_hook(type(None), _structure_null)  # a schema of `type: null` alone
     conv.register_structure_hook(LooseInt, _structure_loose_int)
     conv.register_structure_hook(LooseFloat, _structure_loose_float)
     conv.register_structure_hook(LooseBool, _structure_loose_bool)

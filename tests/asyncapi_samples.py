@@ -269,9 +269,34 @@ def charging() -> dict[str, Any]:
     return document("charging", channels, operations, messages, schemas)
 
 
+def gauges() -> dict[str, Any]:
+    """Telemetry-shaped: a pathname of its own (no module id), addresses with a parameter, and a
+    request there, which makes no node type (no module of its own to answer it)."""
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "gauges", "version": "1.0.0"},
+        "servers": {"default": {"pathname": "test-telemetry"}},
+        "channels": {
+            "receive_status": {"address": "Gauge/{gauge_id}/status", "parameters": {"gauge_id": {}},
+                               "messages": {"m": {"payload": {"type": "object", "required": ["ok"],
+                                                              "properties": {"ok": {"type": "boolean"}}},
+                                                  "examples": [{"payload": {"ok": True}}]}}},
+            "send_request_calibrate": {"address": "calibrate", "messages": {"m": {"payload": envelope(None)}}},
+            "receive_reply_calibrate": {"address": None, "messages": {"m": {"payload": {"type": "boolean"}}}},
+        },
+        "operations": {
+            "receive_status": {"action": "receive", "channel": {"$ref": "#/channels/receive_status"}},
+            "send_request_calibrate": {"action": "send", "channel": {"$ref": "#/channels/send_request_calibrate"},
+                                       "reply": {"channel": {"$ref": "#/channels/receive_reply_calibrate"}}},
+        },
+    }
+
+
 def write_documents(directory: Path) -> Path:
-    """The three documents as EVerest names its files (``<api>_API.yaml``); returns ``directory``."""
+    """The documents as EVerest names its files (``<api>_API.yaml``; gauges as ``gauges.yaml``, as
+    EVerest's telemetry); returns ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / "gauges.yaml").write_text(yaml.safe_dump(gauges(), sort_keys=False))
     for name, content in (("common", COMMON), ("meter", meter()), ("charging", charging())):
         (directory / f"{name}_API.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
     return directory

@@ -289,3 +289,17 @@ async def test_a_request_whose_payload_is_an_array(broker: MosquittoBroker, cata
                 failed = await kit.expect("failed")
                 assert "fewer than 1 items (0) @ $.payload" in failed.error.message
         nursery.cancel_scope.cancel()
+
+
+async def test_a_source_of_a_parameterised_address(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                   everest: Everest, tmp_path: Path) -> None:
+    """Telemetry-shaped: topics under a pathname of its own, one level filled by each message."""
+    flow = [*_base(broker, "gauges", "unused"), {"id": "status", "type": "gauges/receive_status", "api": "api"}]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "gauges", "unused")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                await simulator.publish("receive_status", {"ok": False}, parameters={"gauge_id": "7"})
+                msg = await kit.expect("status")
+            assert (msg.topic, msg.payload.ok) == ("test-telemetry/Gauge/7/status", False)
+        nursery.cancel_scope.cancel()

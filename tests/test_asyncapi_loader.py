@@ -59,6 +59,11 @@ def test_the_operations_and_their_kinds(catalogue: ApiCatalogue) -> None:
     }
     assert ops["send_request_get_session_info"].payload is None  # the envelope has no payload
 
+    gauges = catalogue.api("gauges").description
+    assert (gauges.pathname, gauges.topic_version) == ("test-telemetry", None)
+    assert gauges.operations["receive_status"].parameters == ("gauge_id",)
+    assert "use evflow discover" in gauges.left_out["send_request_calibrate"]
+
 
 def _all_examples(catalogue: ApiCatalogue) -> list[tuple[str, Any, Any]]:
     found = []
@@ -149,7 +154,7 @@ def test_additional_properties(catalogue: ApiCatalogue) -> None:
 
 
 def test_a_document_is_read_when_its_api_is_used(catalogue: ApiCatalogue, docs: Path) -> None:
-    assert catalogue.names() == ["charging", "common", "meter"]  # listing reads file names only
+    assert catalogue.names() == ["charging", "common", "gauges", "meter"]  # listing reads file names only
     assert sorted(p.name for p in catalogue.api("meter").read_paths) == ["common_API.yaml", "meter_API.yaml"]
     assert sorted(p.name for p in catalogue.api("charging").read_paths) == [
         "charging_API.yaml", "common_API.yaml", "meter_API.yaml"]
@@ -205,7 +210,7 @@ def test_node_types_by_api_and_operation(docs: Path) -> None:
         "meter/receive_request_start_transaction", "meter/send_reply_start_transaction", "meter/send_powermeter_values",
         "meter/receive_tariff", "meter/receive_reset", "charging/receive_session_event",
         "charging/send_request_get_session_info", "charging/send_request_enable", "charging/send_pause",
-        "charging/send_request_set_limits",
+        "charging/send_request_set_limits", "gauges/receive_status",
     }
 
 

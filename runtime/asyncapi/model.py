@@ -134,6 +134,12 @@ def describe_api(documents: DocumentSet, path: Path, builder: TypeBuilder, name_
             continue
         message, message_where = _message(documents, channel, channel_where)
         reply_spec = raw.get("reply")
+        if reply_spec is not None and topic_version is None:
+            # Requests and questions go over an API module's own topics (everest_api/<v>/<api>/<module>);
+            # the entrypoint's discovery has replies from every module at once: `evflow discover`.
+            left_out[op_id] = ("a request outside everest_api/<version>/<api>/<module_id>: use evflow discover, "
+                               "or discover: true on an everest-api node")
+            continue
         hint = _hint(op_id)
         if reply_spec is not None:
             reply_channel, reply_where = _follow(documents, (reply_spec or {}).get("channel"), where.child("reply", "channel"))
