@@ -300,3 +300,110 @@ def write_documents(directory: Path) -> Path:
     for name, content in (("common", COMMON), ("meter", meter()), ("charging", charging())):
         (directory / f"{name}_API.yaml").write_text(yaml.safe_dump(content, sort_keys=False))
     return directory
+
+
+def shape_differences(made: Any, written: Any, path: str) -> list[str]:
+    """Where a type made from the document and a hand-written one differ: fields, required or not,
+    enum values, nested types. (The hand-written ones add range checks the loader makes too.)"""
+    import enum
+    import types
+    import typing
+
+    import attrs
+
+    from evflow.runtime.models.evse_security import HeartbeatId
+
+    def unwrap(tp: Any) -> tuple[Any, bool]:
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            return (args[0] if len(args) == 1 else tp), True
+        return (int if tp is HeartbeatId else tp), False
+
+    made, _ = unwrap(made)
+    written, _ = unwrap(written)
+    if isinstance(written, type) and issubclass(written, enum.Enum):
+        if not (isinstance(made, type) and issubclass(made, enum.Enum)):
+            return [f"{path}: an enum by hand, {made!r} made"]
+        made_values, written_values = [m.value for m in made], [m.value for m in written]
+        return [] if made_values == written_values else [f"{path}: {made_values} made, {written_values} by hand"]
+    if attrs.has(written):
+        if not attrs.has(made):
+            return [f"{path}: an object by hand, {made!r} made"]
+        problems = []
+        made_fields = {f.name: f for f in attrs.fields(made)}
+        written_fields = {f.name: f for f in attrs.fields(written)}
+        if set(made_fields) != set(written_fields):
+            problems.append(f"{path}: fields {sorted(made_fields)} made, {sorted(written_fields)} by hand")
+        made_hints, written_hints = typing.get_type_hints(made), typing.get_type_hints(written)
+        for name in sorted(set(made_fields) & set(written_fields)):
+            m, w = made_fields[name], written_fields[name]
+            if (m.default is attrs.NOTHING) != (w.default is attrs.NOTHING):
+                problems.append(f"{path}.{name}: required {m.default is attrs.NOTHING} made, by hand "
+                                f"{w.default is attrs.NOTHING}")
+            if m.repr != w.repr:
+                problems.append(f"{path}.{name}: a secret in one and not the other")
+            problems += shape_differences(made_hints[name], written_hints[name], f"{path}.{name}")
+        return problems
+    if typing.get_origin(written) is tuple:
+        return shape_differences(typing.get_args(made)[0], typing.get_args(written)[0], f"{path}[]")
+    return [] if made is written else [f"{path}: {made!r} made, {written!r} by hand"]
+
+
+def evse_security() -> dict[str, Any]:
+    """``evse_security_consumer`` as SPEC.md describes it (the tests' own words, not EVerest's file): its
+    three requests and their schemas, to check the loader against the hand-written models."""
+    def request(name: str, payload: dict[str, Any], reply: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+        channels = {
+            f"send_request_{name}": {"address": f"m2e/{name}", "messages": {"m": {"payload": envelope(payload)}}},
+            f"receive_reply_{name}": {"address": None, "messages": {"m": {"payload": reply}}},
+        }
+        operations = {
+            f"send_request_{name}": {"action": "send", "channel": {"$ref": f"#/channels/send_request_{name}"},
+                                     "reply": {"channel": {"$ref": f"#/channels/receive_reply_{name}"}}},
+            f"receive_reply_{name}": {"action": "receive", "channel": {"$ref": f"#/channels/receive_reply_{name}"}},
+        }
+        return channels, operations
+
+    def schema(name: str) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for name, payload, reply in (
+        ("is_ca_certificate_installed", schema("CaCertificateType"), {"type": "boolean"}),
+        ("get_leaf_certificate_info", schema("GetLeafCertificateInfoRequest"), schema("GetCertificateInfoResult")),
+        ("get_verify_location", schema("CaCertificateType"), {"type": "string"}),
+    ):
+        more_channels, more_operations = request(name, payload, reply)
+        channels.update(more_channels)
+        operations.update(more_operations)
+    text = {"type": "string"}
+    schemas = {
+        "CaCertificateType": {"type": "string", "enum": ["V2G", "MO", "CSMS", "MF"]},
+        "LeafCertificateType": {"type": "string", "enum": ["CSMS", "V2G", "MF", "MO"]},
+        "EncodingFormat": {"type": "string", "enum": ["DER", "PEM"]},
+        "GetCertificateInfoStatus": {"type": "string", "enum": [
+            "Accepted", "Rejected", "NotFound", "NotFoundValid", "PrivateKeyNotFound"]},
+        "HashAlgorithm": {"type": "string", "enum": ["SHA256", "SHA384", "SHA512"]},
+        "GetLeafCertificateInfoRequest": {
+            "type": "object", "required": ["certificate_type", "encoding", "include_ocsp"],
+            "properties": {"certificate_type": schema("LeafCertificateType"), "encoding": schema("EncodingFormat"),
+                           "include_ocsp": {"type": "boolean"}}},
+        "CertificateHashData": {
+            "type": "object", "required": ["hash_algorithm", "issuer_name_hash", "issuer_key_hash", "serial_number"],
+            "properties": {"hash_algorithm": schema("HashAlgorithm"),
+                           "issuer_name_hash": {"type": "string", "maxLength": 128},
+                           "issuer_key_hash": {"type": "string", "maxLength": 128},
+                           "serial_number": {"type": "string", "maxLength": 40}}},
+        "CertificateOCSP": {"type": "object", "required": ["hash"],
+                            "properties": {"hash": schema("CertificateHashData"), "ocsp_path": text}},
+        "CertificateInfo": {
+            "type": "object", "required": ["key", "certificate_count"],
+            "properties": {"key": text, "certificate_count": {"type": "integer", "minimum": 0},
+                           "certificate": text, "certificate_single": text, "certificate_root": text,
+                           "password": text, "ocsp": {"type": "array", "items": schema("CertificateOCSP")}}},
+        "GetCertificateInfoResult": {"type": "object", "required": ["status"],
+                                     "properties": {"status": schema("GetCertificateInfoStatus"),
+                                                    "info": schema("CertificateInfo")}},
+    }
+    return document("evse_security_consumer", channels, operations, {}, schemas)

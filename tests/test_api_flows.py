@@ -303,3 +303,21 @@ async def test_a_source_of_a_parameterised_address(broker: MosquittoBroker, cata
                 msg = await kit.expect("status")
             assert (msg.topic, msg.payload.ok) == ("test-telemetry/Gauge/7/status", False)
         nursery.cancel_scope.cancel()
+
+
+async def test_heartbeat_and_keepalive_work_for_any_api(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                        everest: Everest, mqtt: MqttClient, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "beats", "type": "heartbeat", "api": "api", "timeout": 5},
+        {"id": "alive", "type": "keepalive", "api": "api", "interval": 1},
+    ]
+    check_topic = "everest_api/1/meter/pm1/m2e/communication_check"
+    async with trio.open_nursery() as nursery, await mqtt.subscribe(check_topic) as checks:
+        await everest(nursery, "meter", "pm1", heartbeat_interval_ms=50, heartbeat_start=41)
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                first = (await kit.expect("beats")).payload
+                assert (await kit.expect("beats")).payload == first + 1
+                assert (await checks.receive()).payload == b"true"
+        nursery.cancel_scope.cancel()

@@ -138,52 +138,6 @@ def test_the_checker_catches_a_wrong_shape(document: dict[str, Any]) -> None:
 # ---- the loader against the hand-written models --------------------------------------------------
 
 
-def _same_shape(made: Any, written: Any, path: str) -> list[str]:
-    """Where a type made from the document and a hand-written one differ: fields, required or not,
-    enum values, nested types. (The hand-written ones add range checks the loader makes too.)"""
-    import enum
-    import types
-    import typing
-
-    import attrs
-
-    from evflow.runtime.models.evse_security import HeartbeatId
-
-    def unwrap(tp: Any) -> tuple[Any, bool]:
-        if typing.get_origin(tp) in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            return (args[0] if len(args) == 1 else tp), True
-        return (int if tp is HeartbeatId else tp), False
-
-    made, _ = unwrap(made)
-    written, _ = unwrap(written)
-    if isinstance(written, type) and issubclass(written, enum.Enum):
-        if not (isinstance(made, type) and issubclass(made, enum.Enum)):
-            return [f"{path}: an enum by hand, {made!r} made"]
-        made_values, written_values = [m.value for m in made], [m.value for m in written]
-        return [] if made_values == written_values else [f"{path}: {made_values} made, {written_values} by hand"]
-    if attrs.has(written):
-        if not attrs.has(made):
-            return [f"{path}: an object by hand, {made!r} made"]
-        problems = []
-        made_fields = {f.name: f for f in attrs.fields(made)}
-        written_fields = {f.name: f for f in attrs.fields(written)}
-        if set(made_fields) != set(written_fields):
-            problems.append(f"{path}: fields {sorted(made_fields)} made, {sorted(written_fields)} by hand")
-        for name in set(made_fields) & set(written_fields):
-            m, w = made_fields[name], written_fields[name]
-            if (m.default is attrs.NOTHING) != (w.default is attrs.NOTHING):
-                problems.append(f"{path}.{name}: required {m.default is attrs.NOTHING} made, by hand "
-                                f"{w.default is attrs.NOTHING}")
-            if m.repr != w.repr:
-                problems.append(f"{path}.{name}: a secret in one and not the other")
-            problems += _same_shape(m.type, w.type, f"{path}.{name}")
-        return problems
-    if typing.get_origin(written) is tuple:
-        return _same_shape(typing.get_args(made)[0], typing.get_args(written)[0], f"{path}[]")
-    return [] if made is written else [f"{path}: {made!r} made, {written!r} by hand"]
-
-
 def test_the_loader_makes_what_was_written_by_hand(document: dict[str, Any], tmp_path: Path) -> None:
     """EVerest's own document through the loader: the same operations, request and reply types as the
     hand-written table and models, and the same reply decoder where EVerest's wire differs."""
@@ -192,6 +146,8 @@ def test_the_loader_makes_what_was_written_by_hand(document: dict[str, Any], tmp
     from evflow.runtime.asyncapi.model import OperationKind
     from evflow.runtime.models.evse_security import CaCertificateType, GetCertificateInfoResult
     from evflow.runtime.protocol.envelope import decode_path_reply
+
+    from .asyncapi_samples import shape_differences
 
     # The loader finds an API by its file name, as EVerest's installation names it.
     named = tmp_path / "evse_security_consumer_API.yaml"
@@ -202,10 +158,10 @@ def test_the_loader_makes_what_was_written_by_hand(document: dict[str, Any], tmp
     problems = []
     for name, written in EVSE_SECURITY_CONSUMER.operations.items():
         made = requests[name]
-        problems += _same_shape(made.payload.type, written.request_type, f"{name}.request")
-    problems += _same_shape(requests["get_leaf_certificate_info"].reply.type, GetCertificateInfoResult,
+        problems += shape_differences(made.payload.type, written.request_type, f"{name}.request")
+    problems += shape_differences(requests["get_leaf_certificate_info"].reply.type, GetCertificateInfoResult,
                             "get_leaf_certificate_info.reply")
-    problems += _same_shape(requests["is_ca_certificate_installed"].payload.type, CaCertificateType, "ca")
+    problems += shape_differences(requests["is_ca_certificate_installed"].payload.type, CaCertificateType, "ca")
     assert requests["is_ca_certificate_installed"].reply.type is bool
     assert problems == []
     # EVerest's quirk stays: the raw path, or nothing, where the document says a JSON string

@@ -281,3 +281,29 @@ def test_answer_ledger_first_duplicate_late() -> None:
     assert (ledger.asked, ledger.answered, ledger.expired, ledger.duplicates, ledger.late) == (2, 1, 1, 1, 2)
     with pytest.raises(ValueError, match="timeout must be positive"):
         AnswerLedger("x", 0)
+
+
+def test_evse_security_from_its_spec_matches_the_hand_written_models(tmp_path: Path) -> None:
+    """SPEC.md's evse_security_consumer, written as a document here, through the loader: the same types
+    as the hand-written models, field by field (EVerest's own file is compared where the workspace has
+    it: tests/test_asyncapi_conformance.py)."""
+    from evflow.runtime.apis.evse_security_consumer import EVSE_SECURITY_CONSUMER
+    from evflow.runtime.models.evse_security import GetCertificateInfoResult
+
+    from .asyncapi_samples import evse_security, shape_differences
+
+    (tmp_path / "evse_security_consumer_API.yaml").write_text(yaml.safe_dump(evse_security()))
+    loaded = ApiCatalogue([tmp_path]).api("evse_security_consumer")
+    requests = {op.name: op for op in loaded.description.operations.values()}
+    assert set(requests) == set(EVSE_SECURITY_CONSUMER.operations)
+    problems = [p for name, written in EVSE_SECURITY_CONSUMER.operations.items()
+                for p in shape_differences(requests[name].payload.type, written.request_type, name)]
+    problems += shape_differences(requests["get_leaf_certificate_info"].reply.type, GetCertificateInfoResult, "reply")
+    assert problems == []
+    # and the comparison sees a difference: a field made optional
+    broken = evse_security()
+    broken["components"]["schemas"]["CertificateInfo"]["required"] = ["key"]
+    (tmp_path / "evse_security_consumer_API.yaml").write_text(yaml.safe_dump(broken))
+    reloaded = ApiCatalogue([tmp_path]).api("evse_security_consumer").description.operations
+    assert shape_differences(reloaded["send_request_get_leaf_certificate_info"].reply.type, GetCertificateInfoResult,
+                             "reply") == ["reply.info.certificate_count: required False made, by hand True"]
