@@ -307,3 +307,74 @@ def test_evse_security_from_its_spec_matches_the_hand_written_models(tmp_path: P
     reloaded = ApiCatalogue([tmp_path]).api("evse_security_consumer").description.operations
     assert shape_differences(reloaded["send_request_get_leaf_certificate_info"].reply.type, GetCertificateInfoResult,
                              "reply") == ["reply.info.certificate_count: required False made, by hand True"]
+
+
+def _meter_with(change: Any) -> dict[str, Any]:
+    document = meter()
+    change(document)
+    return document
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    (lambda d: d.update(info="oops"), r"meter_API.yaml#/info: expected a mapping"),
+    (lambda d: d["operations"]["receive_request_start_transaction"].update(reply="x"),
+     r"receive_request_start_transaction/reply: expected a mapping with a channel"),
+    (lambda d: d["components"]["schemas"]["Price"]["properties"].update({5: {"type": "string"}}),
+     r"Price/properties: a property name must be text, got 5"),
+    (lambda d: d["components"]["schemas"]["Price"]["properties"]["currency"].update(pattern="["),
+     r"currency/pattern: not a regular expression \(unterminated character set at position 0\): '\['"),
+    (lambda d: d["components"]["schemas"].update(Tariff={"allOf": [{"$ref": "#/components/schemas/Tariff"}]}),
+     r"schemas/Tariff: allOf includes itself"),
+    (lambda d: d["operations"].update(receive_tariff=[1]), r"operations/receive_tariff: expected a mapping"),
+])
+def test_broken_documents_are_errors_at_their_place(tmp_path: Path, change: Any, problem: str) -> None:
+    docs = write_documents(tmp_path)
+    (docs / "meter_API.yaml").write_text(yaml.safe_dump(_meter_with(change)))
+    with pytest.raises(DocumentError, match=problem):
+        ApiCatalogue([docs]).api("meter")
+
+
+def test_enum_values_that_are_no_python_names_all_stay(tmp_path: Path) -> None:
+    values = ["mro", "__init__", "a-b", "a_b", "_ignore_", "title", "OK"]
+    docs = write_documents(tmp_path)
+
+    def change(d: dict[str, Any]) -> None:
+        d["components"]["schemas"]["Price"]["properties"]["currency"] = {"type": "string", "enum": values}
+
+    (docs / "meter_API.yaml").write_text(yaml.safe_dump(_meter_with(change)))
+    shape = ApiCatalogue([docs]).api("meter").description.operations["receive_tariff"].payload
+    for value in values:
+        assert check_payload(shape, {"currency": value, "price_per_kwh": 1}).currency == value
+
+
+def test_limits_behind_refs_in_items_and_nullable(tmp_path: Path) -> None:
+    docs = write_documents(tmp_path)
+
+    def change(d: dict[str, Any]) -> None:
+        schemas = d["components"]["schemas"]
+        schemas["Percent"] = {"type": "integer", "minimum": 0, "maximum": 100}
+        schemas["Price"]["properties"].update(
+            vat={"$ref": "#/components/schemas/Percent"},
+            shares={"type": "array", "items": {"type": "number", "minimum": 0}},
+            cap={"oneOf": [{"type": "integer", "maximum": 5}, {"type": "null"}]})
+
+    (docs / "meter_API.yaml").write_text(yaml.safe_dump(_meter_with(change)))
+    shape = ApiCatalogue([docs]).api("meter").description.operations["receive_tariff"].payload
+    base = {"currency": "EUR", "price_per_kwh": 1}
+    for extra, problem in (({"vat": 500}, "must be at most 100, got 500 @ $.vat"),
+                           ({"shares": [1, -1]}, "item 1: must be at least 0, got -1.0 @ $.shares"),
+                           ({"cap": 99}, "must be at most 5, got 99 @ $.cap")):
+        with pytest.raises(CodecError) as caught:
+            check_payload(shape, {**base, **extra})
+        assert caught.value.problems == (problem,)
+    assert check_payload(shape, {**base, "vat": 20, "shares": [0.5], "cap": None}).vat == 20
+
+
+def test_typed_values_from_other_nodes_are_taken(catalogue: ApiCatalogue) -> None:
+    """A value already typed (or a list of typed items, a tuple) is what it is: not refused."""
+    ops = catalogue.api("charging").description.operations
+    limits = ops["send_request_set_limits"].payload
+    typed = check_payload(limits, [{"phase": "L1", "amps": 16}])
+    assert check_payload(limits, typed) == typed
+    assert check_payload(limits, list(typed)) == typed
+    assert check_payload(limits, [typed[0], {"phase": "L2", "amps": 1}])[1].phase == "L2"

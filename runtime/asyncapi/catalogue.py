@@ -9,6 +9,7 @@ API a node belongs to and only the APIs a flow uses are read.
 from __future__ import annotations
 
 import difflib
+import enum
 import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ..codec import CodecError, load_json, structure
+from ..codec import CodecError, load_json, structure, unstructure
 from ..protocol.api import Operation
 from .documents import DocumentError, DocumentSet, api_docs_path
 from .model import ApiDescription, ApiOperation, MessageShape, OperationKind, describe_api
@@ -35,15 +36,30 @@ def _api_name_of(path: Path) -> str:
 
 
 def check_payload(shape: MessageShape, value: Any, path: str = "$") -> Any:
-    """``value`` (plain JSON data or already typed) as the shape's type, or :class:`CodecError`
-    with a JSON path. A value already of its attrs type was checked when it was made."""
+    """``value`` (plain JSON data, typed, or a mix: a list of typed items) as the shape's type, or
+    :class:`CodecError` with a JSON path. A value already of its attrs type was checked when it was made."""
     kind = shape.type
     if not (isinstance(kind, type) and attrs.has(kind) and type(value) is kind):
-        value = structure(value, kind, path)
+        value = structure(plain_json(value), kind, path)
     if shape.check is not None and value is not None:
         problem = shape.check(value)
         if problem is not None:
             raise CodecError([f"{problem} @ {path}"])
+    return value
+
+
+def plain_json(value: Any) -> Any:
+    """JSON data for a value that may hold typed parts (attrs values, enums, tuples), as they come
+    from another node; plain data is walked and kept."""
+    kind = type(value)
+    if kind is dict:
+        return {key: plain_json(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [plain_json(item) for item in value]
+    if attrs.has(kind):
+        return unstructure(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     return value
 
 
@@ -158,7 +174,13 @@ class ApiCatalogue:
         # is read again then): the types are what is kept.
         documents = DocumentSet()
         builder = TypeBuilder(documents, f"evflow.runtime.models.asyncapi.{name}")
-        description = describe_api(documents, path, builder, name)
+        try:
+            description = describe_api(documents, path, builder, name)
+        except DocumentError:
+            raise
+        except (AttributeError, TypeError, ValueError, KeyError, RecursionError) as exc:
+            # A shape the checks above did not foresee: still the document's fault, and said as such.
+            raise DocumentError(f"{path}: cannot be used as an AsyncAPI document ({type(exc).__name__}: {exc})") from None
         if description.name != name:
             raise DocumentError(f"{path}: its file name says API {name!r}, its server pathname "
                                 f"({description.pathname}) says {description.name!r}")

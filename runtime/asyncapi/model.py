@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 
 from .documents import DocumentError, DocumentSet, Location
-from .schemas import Constraint, TypeBuilder, constraint_of
+from .schemas import Constraint, TypeBuilder
 
 __all__ = ["ApiDescription", "ApiOperation", "MessageShape", "OperationKind", "describe_api"]
 
@@ -75,8 +75,10 @@ class ApiOperation:
 
     @property
     def name(self) -> str:
-        """The address's last level: what EVerest's topics call the operation."""
-        return self.address.rsplit("/", 1)[-1]
+        """The address below its direction: what EVerest calls the operation (``start_transaction``,
+        ``session_info/get``: several operations of an API may end in the same level)."""
+        direction, slash, rest = self.address.partition("/")
+        return rest if slash and direction in ("m2e", "e2m") else self.address
 
 
 @attrs.frozen
@@ -106,6 +108,8 @@ def describe_api(documents: DocumentSet, path: Path, builder: TypeBuilder, name_
     if not version.startswith("3."):
         raise DocumentError(f"{root}: not an AsyncAPI 3 document (asyncapi: {version or 'missing'})")
     info = document.get("info") or {}
+    if not isinstance(info, dict):
+        raise DocumentError(f"{root.child('info')}: expected a mapping")
     pathname, topic_version, api_name = _pathname(document, root, name_hint)
     operations: dict[str, ApiOperation] = {}
     left_out: dict[str, str] = {}
@@ -142,7 +146,9 @@ def describe_api(documents: DocumentSet, path: Path, builder: TypeBuilder, name_
             continue
         hint = _hint(op_id)
         if reply_spec is not None:
-            reply_channel, reply_where = _follow(documents, (reply_spec or {}).get("channel"), where.child("reply", "channel"))
+            if not isinstance(reply_spec, dict):
+                raise DocumentError(f"{where.child('reply')}: expected a mapping with a channel")
+            reply_channel, reply_where = _follow(documents, reply_spec.get("channel"), where.child("reply", "channel"))
             reply_channel_of[op_id] = str(reply_where)
             reply_message, reply_message_where = _message(documents, reply_channel, reply_where)
             payload = _request_payload(builder, message, message_where, hint)
@@ -212,6 +218,8 @@ def _message(documents: DocumentSet, channel: Mapping[str, Any], where: Location
 
 def _examples(message: Mapping[str, Any]) -> tuple[Any, ...]:
     examples = message.get("examples") or []
+    if not isinstance(examples, list):
+        return ()  # examples are documentation: a malformed list only means there are none to use
     return tuple(e["payload"] for e in examples if isinstance(e, dict) and "payload" in e)
 
 
@@ -227,9 +235,7 @@ def _shape(builder: TypeBuilder, message: Mapping[str, Any], where: Location, hi
 
 def _scalar_check(builder: TypeBuilder, schema: Any, where: Location) -> Constraint | None:
     """A top-level schema's own ranges (an attrs class checks its fields itself)."""
-    while isinstance(schema, dict) and "$ref" in schema:
-        schema, where = builder.documents.resolve(schema["$ref"], where.child("$ref"))
-    return constraint_of(schema) if isinstance(schema, dict) else None
+    return builder.constraint_for(schema, where)
 
 
 def _request_payload(builder: TypeBuilder, message: Mapping[str, Any], where: Location, hint: str) -> MessageShape | None:

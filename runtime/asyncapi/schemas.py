@@ -55,7 +55,7 @@ def _class_name(hint: str) -> str:
     return name if name and not name[0].isdigit() else f"T{name}"
 
 
-def constraint_of(schema: Mapping[str, Any]) -> Constraint | None:
+def constraint_of(schema: Mapping[str, Any], where: Location | None = None) -> Constraint | None:
     """One check for a schema's ranges, lengths, pattern and item counts (None when it has none):
     it returns what is wrong with a value of the right type, or None."""
     checks: list[Constraint] = []
@@ -73,7 +73,11 @@ def constraint_of(schema: Mapping[str, Any]) -> Constraint | None:
                       if isinstance(v, str) and len(v) > n else None)
     pattern = schema.get("pattern")
     if isinstance(pattern, str):
-        compiled = re.compile(pattern)
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            place = f"{where.child('pattern')}: " if where is not None else ""
+            raise DocumentError(f"{place}not a regular expression ({exc}): {pattern!r}") from None
         checks.append(lambda v, p=compiled: f"does not match the pattern {p.pattern!r}: {v!r}"
                       if isinstance(v, str) and p.search(v) is None else None)
     fewest, most = schema.get("minItems"), schema.get("maxItems")
@@ -167,6 +171,41 @@ class TypeBuilder:
             return JsonValue
         raise DocumentError(f"{where.child('type')}: unknown type {kind!r}")
 
+    def constraint_for(self, schema: Any, where: Location) -> Constraint | None:
+        """The ranges, lengths and patterns a value of ``schema`` must keep that its type does not
+        check itself: the schema's own, through ``$ref`` and a nullable ``oneOf``, and each item's of
+        an array of scalars (an object checks its own fields)."""
+        for _ in range(32):  # a chain of $refs; a loop of them ends here
+            if isinstance(schema, dict) and "$ref" in schema:
+                schema, where = self.documents.resolve(schema["$ref"], where.child("$ref"))
+                continue
+            options = schema.get("oneOf", schema.get("anyOf")) if isinstance(schema, dict) else None
+            if isinstance(options, list):
+                others = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
+                if len(others) == 1:
+                    schema = others[0]
+                    continue
+            break
+        if not isinstance(schema, dict):
+            return None
+        own = constraint_of(schema, where)
+        items = schema.get("items")
+        item_check = self.constraint_for(items, where.child("items")) if schema.get("type") == "array" and isinstance(
+            items, dict) else None
+        if item_check is None:
+            return own
+
+        def check(value: Any) -> str | None:
+            problem = own(value) if own is not None else None
+            if problem is None and isinstance(value, tuple):
+                for index, item in enumerate(value):
+                    item_problem = item_check(item) if item is not None else None
+                    if item_problem is not None:
+                        return f"item {index}: {item_problem}"
+            return problem
+
+        return check
+
     def _referenced(self, ref: Any, where: Location) -> Any:
         schema, target = self.documents.resolve(ref, where)
         made = self._made.get(target)
@@ -193,9 +232,13 @@ class TypeBuilder:
             return made | None if len(options) == 2 else made
         return JsonValue
 
-    def _merged(self, schema: Mapping[str, Any], where: Location) -> tuple[dict[str, tuple[Any, Location]], list[str]]:
+    def _merged(self, schema: Mapping[str, Any], where: Location,
+                seen: frozenset[Location] = frozenset()) -> tuple[dict[str, tuple[Any, Location]], list[str]]:
         """``allOf`` of object schemas as one object: their properties (each with the place it is
         written, which may be another file) and required keys together."""
+        if where in seen:
+            raise DocumentError(f"{where}: allOf includes itself")
+        seen = seen | {where}
         properties = self._located_properties(schema, where)
         required: list[str] = list(schema.get("required", []))
         parts = schema["allOf"]
@@ -208,7 +251,7 @@ class TypeBuilder:
             if not isinstance(part, dict):
                 raise DocumentError(f"{part_where}: expected a schema")
             if "allOf" in part:
-                part_properties, part_required = self._merged(part, part_where)
+                part_properties, part_required = self._merged(part, part_where, seen)
             else:
                 part_properties, part_required = self._located_properties(part, part_where), part.get("required", [])
             properties.update(part_properties)
@@ -220,6 +263,9 @@ class TypeBuilder:
         properties = schema.get("properties") or {}
         if not isinstance(properties, dict):
             raise DocumentError(f"{where.child('properties')}: expected a mapping")
+        for name in properties:
+            if not isinstance(name, str):
+                raise DocumentError(f"{where.child('properties')}: a property name must be text, got {name!r}")
         return {name: (sub, where.child("properties", name)) for name, sub in properties.items()}
 
     def _enum(self, values: Any, where: Location, hint: str) -> Any:
@@ -227,9 +273,19 @@ class TypeBuilder:
             raise DocumentError(f"{where}: expected a list of values")
         if not all(type(v) is str for v in values):
             return JsonValue  # a non-string enum: not modelled, nothing refused
-        members = {}
+        members: dict[str, str] = {}
         for value in values:
-            members[python_name(value)] = value
+            if value in members.values():
+                continue
+            name = python_name(value)
+            # Enum reserves _sunder_ and __dunder__ names and refuses to shadow str's methods (`mro`,
+            # `title`): such a value, or two values with one Python name (`a-b`, `a_b`), gets another
+            # name. Members are found by value; the names are only for people.
+            if name.startswith("_") or hasattr(str, name) or name in ("mro",):
+                name = f"v_{name}"
+            while name in members:
+                name += "_"
+            members[name] = value
         made = enum.StrEnum(_class_name(hint), list(members.items()), module=self.module)  # type: ignore[misc]
         made.__doc__ = f"One of: {', '.join(values)}."
         return made
@@ -259,10 +315,9 @@ class TypeBuilder:
             if secret:
                 metadata["evflow_secret"] = True
             validator = None
-            if isinstance(subschema, dict):
-                constraint = constraint_of(subschema)
-                if constraint is not None:
-                    validator = _field_validator(constraint, wire_name)
+            constraint = self.constraint_for(subschema, field_where)
+            if constraint is not None:
+                validator = _field_validator(constraint, wire_name)
             if wire_name in required:
                 fields[name] = attrs.field(type=field_type, validator=validator, metadata=metadata, repr=not secret)
             else:

@@ -24,7 +24,8 @@ COMMUNICATION_CHECK = "communication_check"
 class Operation(Generic[Request, Reply]):
     """A request EVerest answers on the request's ``replyTo`` topic."""
 
-    name: str = attrs.field(validator=lambda _i, _a, v: validate_topic_level(v, "operation name"))
+    # The address below "m2e/" (one topic level, or, with `address`, what EVerest calls it: "session_info/get").
+    name: str
     # The type of the request's `payload`, structured by the codec from plain JSON data.
     request_type: Any
     # bytes of the reply → typed value; raises CodecError when the reply does not decode.
@@ -34,6 +35,12 @@ class Operation(Generic[Request, Reply]):
     secrets_of: Callable[[Reply], Iterable[str]] | None = None
     # The request topic below the API's topic root; None: "m2e/{name}", as in every EVerest API.
     address: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.address is None:
+            validate_topic_level(self.name, "operation name")
+        elif not self.name:
+            raise ValueError("an operation needs a name")
 
 
 @attrs.frozen
