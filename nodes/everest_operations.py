@@ -20,6 +20,7 @@ Every class is written with the public node API, as a plugin's would be.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any, ClassVar
 
@@ -34,7 +35,8 @@ from evflow.runtime.errors import EvflowError, InvalidPayload, InvalidRequest, M
 from evflow.runtime.message import Message, new_message
 from evflow.runtime.nodeapi import ConfigWarning, Node, number_range, one_of, ref
 from evflow.runtime.protocol.answers import AnswerLedger, AnswerOutcome, Question
-from evflow.runtime.protocol.topics import validate_publish_topic
+from evflow.runtime.protocol.envelope import NO_PAYLOAD, read_envelope
+from evflow.runtime.protocol.topics import TopicError, validate_publish_topic
 from evflow.runtime.ratelimit import RateLimitedLog
 from evflow.runtime.transport import Overflow
 
@@ -55,10 +57,13 @@ def _field(kind: Any, doc: str, **options: Any) -> Any:
     return attrs.field(type=kind, metadata={"evflow_doc": doc, **options.pop("metadata", {})}, **options)
 
 
-def _api_ref(api_name: str) -> Any:
-    # The everest-api node must speak this node's API (checked by `evflow validate`).
-    return ref("everest-api", type=str, metadata={"evflow_ref_fields": {"api": api_name},
-                                                  "evflow_doc": f"id of an everest-api node of API {api_name}"})
+def _api_ref(api: LoadedApi) -> Any:
+    # The everest-api node must speak this node's API, in the version of its topics (checked by `evflow validate`).
+    must = {"api": api.name}
+    if api.description.topic_version is not None:
+        must["api_version"] = api.description.topic_version
+    return ref("everest-api", type=str, metadata={"evflow_ref_fields": must,
+                                                  "evflow_doc": f"id of an everest-api node of API {api.name}"})
 
 
 def _payload_field(shape: MessageShape | None, what: str) -> dict[str, Any]:
@@ -71,7 +76,7 @@ def node_class_for(type_name: str, api: LoadedApi, operation: ApiOperation, repl
     """The node class of one operation (``reply``: the answer node of a question)."""
     if reply:
         base: type[_OperationNode] = Answer
-        fields = {"api": _api_ref(api.name), **_payload_field(
+        fields = {"api": _api_ref(api), **_payload_field(
             operation.reply, "the answer; when not set, msg.payload (checked against the document's schema)")}
         doc = f"Answers EVerest's {operation.name} question (from {api.name}/{operation.id}) on its replyTo."
     else:
@@ -110,7 +115,7 @@ class _OperationNode(Node[Any]):
 
     @classmethod
     def config_fields(cls, api: LoadedApi, operation: ApiOperation) -> dict[str, Any]:
-        return {"api": _api_ref(api.name)}
+        return {"api": _api_ref(api)}
 
     @classmethod
     def check(cls, config: Any) -> list[ConfigWarning]:
@@ -129,23 +134,32 @@ class _OperationNode(Node[Any]):
 
     async def start(self) -> None:
         self.client: ApiClient = self.context.config_node(self.config.api).client  # type: ignore[attr-defined]
-        if self.client.api.name != self.api.name:  # `evflow validate` says so first; a flow built in code may not
+        topics = self.client.topics
+        description = self.api.description
+        # `evflow validate` says so first; a flow built in code, or a module found by discovery, may not
+        if self.client.api.name != self.api.name:
             raise EvflowError(f"{self.type}: everest-api node {self.config.api!r} speaks {self.client.api.name}, "
                               f"not {self.api.name}")
-        topics = self.client.topics
-        root = self.api.description.pathname.replace("{module_id}", topics.module_id)
+        if description.topic_version is not None and topics.api_version != description.topic_version:
+            raise EvflowError(f"{self.type}: everest-api node {self.config.api!r} speaks version {topics.api_version} "
+                              f"of {self.api.name}, its document version {description.topic_version}")
+        root = description.pathname.replace("{module_id}", topics.module_id)
         address = re.sub(r"\{[^}]+\}", "+", self.operation.address)
         self.topic = f"{topics.external_prefix}{root}/{address}"
+        # A configured payload is checked once, here (and by `evflow validate`), not per message.
+        shape = self.fixed_payload_shape()
+        fixed = getattr(self.config, "payload", None)
+        self.fixed_payload = check_payload(shape, fixed) if shape is not None and fixed is not None else None
 
     def payload_of(self, msg: Message, shape: MessageShape | None) -> Any:
         """The configured payload, else ``msg.payload``, as the document's type (``InvalidPayload``
         naming the operation and the JSON path when it does not fit)."""
         if shape is None:
             return None
-        fixed = getattr(self.config, "payload", None)
-        value = fixed if fixed is not None else msg.payload
+        if self.fixed_payload is not None:
+            return self.fixed_payload
         try:
-            return check_payload(shape, value, "$.payload")
+            return check_payload(shape, msg.payload, "$.payload")
         except CodecError as exc:
             raise InvalidPayload(self.topic, exc.problems) from None
 
@@ -208,9 +222,16 @@ class Send(_OperationNode):
     def outputs(cls, config: Any) -> int:
         return 0
 
+    async def start(self) -> None:
+        await super().start()
+        no_payload = self.operation.payload is None
+        self._fixed_body = b"" if no_payload else None if self.fixed_payload is None else dump_json(
+            unstructure(self.fixed_payload))
+
     async def receive(self, msg: Message) -> None:
-        value = self.payload_of(msg, self.operation.payload)
-        body = b"" if self.operation.payload is None else dump_json(unstructure(value))
+        body = self._fixed_body
+        if body is None:
+            body = dump_json(unstructure(self.payload_of(msg, self.operation.payload)))
         await self.client.mqtt.publish(self.topic, body, self.config.qos)
 
 
@@ -239,15 +260,19 @@ class _Source(_OperationNode):
         self.subscription = await self.client.mqtt.subscribe(self.topic, qos=self.config.qos, overflow=Overflow.BLOCK)
 
     async def run(self) -> None:
-        async with self.subscription:
-            while True:
-                message = await self.subscription.receive()
-                self.received += 1
-                try:
-                    await self.take(message.topic, message.payload)
-                except InvalidPayload as exc:
-                    self.invalid += 1
-                    await self.context.error(exc)
+        # The subscription outlives a run: the engine restarts a source that failed, on the same one.
+        while True:
+            message = await self.subscription.receive()
+            self.received += 1
+            try:
+                await self.take(message.topic, message.payload)
+            except InvalidPayload as exc:
+                self.invalid += 1
+                await self.context.error(exc)
+
+    async def close(self) -> None:
+        if hasattr(self, "subscription"):
+            await self.subscription.aclose()
 
     async def take(self, topic: str, data: bytes) -> None:
         raise NotImplementedError
@@ -333,21 +358,41 @@ class Handler(_Source):
 
     async def take(self, topic: str, data: bytes) -> None:
         try:
-            envelope = load_json(data)
+            reply_to, payload = read_envelope(data)
         except CodecError as exc:
             raise InvalidPayload(topic, exc.problems) from None
-        if type(envelope) is not dict:
-            raise InvalidPayload(topic, ["expected an object {headers, payload} @ $"])
-        headers = envelope.get("headers")
-        reply_to = headers.get("replyTo") if type(headers) is dict else None
-        if type(reply_to) is not str or not reply_to:
+        if not reply_to:
             raise InvalidPayload(topic, ["no replyTo to answer on @ $.headers.replyTo"])
-        payload = self.decode(topic, envelope.get("payload"), self.operation.payload)
+        try:  # checked now: an answer, or the policy's default, must be able to go there
+            validate_publish_topic(self.client.topics.external_prefix + reply_to)
+        except TopicError as exc:
+            raise InvalidPayload(topic, [f"{exc} @ $.headers.replyTo"]) from None
+        shape = self.operation.payload
+        if shape is None:
+            value = None
+        elif payload is NO_PAYLOAD:
+            value = self._empty_payload(topic, shape)
+        else:
+            value = self.decode(topic, payload, shape)
         was_idle = self.ledger.open_count == 0
-        question = self.ledger.ask(reply_to, trio.current_time())
+        question = self.ledger.ask(reply_to, trio.current_time(), owner=self)
         if was_idle:
-            self._deadline_changed.set()
-        await self.send(new_message(payload, topic, **{QUESTION: question}))
+            self.deadlines_changed()
+        await self.send(new_message(value, topic, **{QUESTION: question}))
+
+    def _empty_payload(self, topic: str, shape: MessageShape) -> Any:
+        """EVerest leaves out a payload that is empty (null, {} or []: AsyncApiRequestReply): the one
+        of those that the schema takes."""
+        for empty in (None, {}, []):
+            try:
+                return check_payload(shape, empty)
+            except CodecError:
+                continue
+        raise InvalidPayload(topic, ["no payload, and no empty one (null, {}, []) fits the schema @ $.payload"])
+
+    def deadlines_changed(self) -> None:
+        """A question opened while none was, or one came back (its answer did not go out)."""
+        self._deadline_changed.set()
 
     async def _act_on_unanswered(self) -> None:
         while True:
@@ -356,21 +401,33 @@ class Handler(_Source):
                 await self._deadline_changed.wait()
                 self._deadline_changed = trio.Event()
                 continue
-            await trio.sleep_until(deadline)
-            for question in list(self.ledger.expire(trio.current_time())):
+            with trio.move_on_at(deadline):
+                await self._deadline_changed.wait()  # an earlier deadline may come back
+                self._deadline_changed = trio.Event()
+                continue
+            for question in self.ledger.expire(trio.current_time()):
                 await self._unanswered(question)
 
-    async def _unanswered(self, question: Question) -> None:
-        what = f"{self.operation.name} from EVerest not answered within {self.config.timeout:g} s"
+    async def _unanswered(self, question: Question, why: str = "") -> None:
+        what = why or f"{self.operation.name} from EVerest not answered within {self.config.timeout:g} s"
         if self._default_body is None:
             await self.context.error(OperationNodeError(f"{what}; EVerest uses its own default after its timeout"))
             return
+        question.defaulted = True  # before the publish: an answer that comes meanwhile must not go too
         try:
             await self.client.mqtt.publish(self.client.topics.external_prefix + question.reply_to, self._default_body)
         except MqttError as exc:
+            question.defaulted = False
             await self.context.error(OperationNodeError(f"{what}; the default reply was not sent: {exc}"))
             return
         self._log_unanswered("%s: answered with the default reply", what)
+
+    async def close(self) -> None:
+        """Questions still open when the flow stops: the policy acts on them now (EVerest would wait)."""
+        if hasattr(self, "ledger"):
+            for question in self.ledger.expire(math.inf):  # all of them, closed: no answer may follow
+                await self._unanswered(question, f"{self.operation.name} from EVerest still open at shutdown")
+        await super().close()
 
 
 class Answer(_OperationNode):
@@ -391,6 +448,7 @@ class Answer(_OperationNode):
     async def start(self) -> None:
         await super().start()
         self.answered = 0
+        self._fixed_body = None if self.fixed_payload is None else dump_json(unstructure(self.fixed_payload))
 
     async def receive(self, msg: Message) -> None:
         question = msg.meta.get(QUESTION)
@@ -399,15 +457,27 @@ class Answer(_OperationNode):
             raise OperationNodeError(f"the message carries no question from EVerest (it must come from a {source} node)")
         if question.operation != self.operation.id:
             raise OperationNodeError(f"the message carries a {question.operation} question, not one of {source}")
-        value = self.payload_of(msg, self.operation.reply)
-        outcome = question.ledger.answer(question)
+        asker: Handler = question.owner
+        if asker.client is not self.client:
+            raise OperationNodeError(f"the question came through everest-api {asker.config.api!r}, this node answers "
+                                     f"through {self.config.api!r}: the answer would go to another module")
+        body = self._fixed_body
+        if body is None:
+            body = dump_json(unstructure(self.payload_of(msg, self.operation.reply)))
+        ledger = question.ledger
+        outcome = ledger.claim(question)
         if outcome is AnswerOutcome.DUPLICATE:
             raise OperationNodeError(f"{self.operation.name} was answered already; this answer is not sent")
-        if outcome is AnswerOutcome.LATE:
-            raise OperationNodeError(f"{self.operation.name} was answered after its {question.ledger.timeout:g} s; "
-                                     "the unanswered policy acted already, this answer is not sent")
-        topic = validate_publish_topic(self.client.topics.external_prefix + question.reply_to)
-        await self.client.mqtt.publish(topic, dump_json(unstructure(value)))
+        if outcome is AnswerOutcome.DEFAULTED:
+            raise OperationNodeError(f"{self.operation.name} was answered with the default reply after "
+                                     f"{ledger.timeout:g} s; this answer is not sent")
+        try:
+            await self.client.mqtt.publish(self.client.topics.external_prefix + question.reply_to, body)
+        except BaseException:
+            ledger.release(question)  # it may be answered again, or the policy acts on it
+            asker.deadlines_changed()
+            raise
+        ledger.settle(question)
         self.answered += 1
 
 

@@ -84,6 +84,9 @@ def meter() -> dict[str, Any]:
             "m": {"$ref": "#/components/messages/send_powermeter_values"}}},
         "receive_tariff": {"address": "e2m/tariff", "messages": {"m": {"$ref": "#/components/messages/receive_tariff"}}},
         "receive_reset": {"address": "e2m/reset", "messages": {"m": {"$ref": "#/components/messages/receive_reset"}}},
+        "receive_request_read_display": {"address": "e2m/read_display", "messages": {"m": {"payload": envelope(
+            {"type": "object", "properties": {"line": {"type": "integer", "minimum": 1}}})}}},
+        "send_reply_read_display": {"address": None, "messages": {"m": {"payload": {"type": "string"}}}},
     }
     operations = {
         "receive_request_start_transaction": {
@@ -97,6 +100,10 @@ def meter() -> dict[str, Any]:
                                    "channel": {"$ref": "#/channels/send_powermeter_values"}},
         "receive_tariff": {"action": "receive", "channel": {"$ref": "#/channels/receive_tariff"}},
         "receive_reset": {"action": "receive", "channel": {"$ref": "#/channels/receive_reset"}},
+        # a question whose payload may be empty (then EVerest leaves it out)
+        "receive_request_read_display": {"action": "receive", "channel": {"$ref": "#/channels/receive_request_read_display"},
+                                         "reply": {"channel": {"$ref": "#/channels/send_reply_read_display"}}},
+        "send_reply_read_display": {"action": "send", "channel": {"$ref": "#/channels/send_reply_read_display"}},
     }
     messages = {
         "receive_request_start_transaction": {

@@ -4,10 +4,12 @@ answers, and an evse_manager-shaped one whose session events it reacts to."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -104,56 +106,141 @@ async def test_an_unanswered_question_gets_the_default_reply_before_everests_tim
         nursery.cancel_scope.cancel()
 
 
-async def test_unanswered_reported_late_and_duplicate_answers_held_back(
+async def test_unanswered_reported_then_late_duplicate_and_invalid_answers(
         broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    """Ordered by events, not by time: each step waits for what the flow said about the last."""
     def answer_with(node_id: str, status: str, answer: str) -> dict[str, Any]:
         return {"id": node_id, "type": "change", "wires": [[answer]], "rules": [
             {"t": "set", "p": "payload", "pt": "msg", "to": f'{{"status": "{status}"}}', "tot": "json"}]}
 
     flow = [
         *_base(broker, "meter", "pm1"),
-        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 0.5,
+        {"id": "pm2", "type": "everest-api", "broker": "b", "api": "meter", "module_id": "pm2"},
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 0.2,
          "wires": [["route"]]},
-        # t-slow is answered a second after the policy acted; t-twice is answered twice; t-bad with a
-        # status the document does not know
+        # t-slow is not answered (the test answers it later); t-twice is answered twice; t-bad with a
+        # status the document does not know; t-other through the other module's connection
         {"id": "route", "type": "switch", "property": "payload.transaction_id", "propertyType": "msg",
-         "rules": [{"t": "eq", "v": "t-slow", "vt": "str"}, {"t": "eq", "v": "t-twice", "vt": "str"},
-                   {"t": "eq", "v": "t-bad", "vt": "str"}],
-         "checkall": "false", "outputs": 3, "wires": [["later"], ["ok", "also"], ["bad"]]},
-        {"id": "later", "type": "delay", "pauseType": "delay", "timeout": "1", "timeoutUnits": "seconds",
-         "wires": [["ok"]]},
+         "rules": [{"t": "eq", "v": "t-twice", "vt": "str"}, {"t": "eq", "v": "t-bad", "vt": "str"},
+                   {"t": "eq", "v": "t-other", "vt": "str"}],
+         "checkall": "false", "outputs": 3, "wires": [["ok", "also"], ["bad"], ["elsewhere"]]},
         answer_with("ok", "OK", "answer"),
         answer_with("also", "NOT_SUPPORTED", "answer2"),
         answer_with("bad", "MAYBE", "answer"),
+        answer_with("elsewhere", "OK", "answer_pm2"),
         {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api"},
         {"id": "answer2", "type": "meter/send_reply_start_transaction", "api": "api"},
+        {"id": "answer_pm2", "type": "meter/send_reply_start_transaction", "api": "pm2"},
+    ]
+    replies: dict[str, Any] = {}
+
+    async def ask(transaction_id: str) -> None:
+        try:
+            replies[transaction_id] = await simulator.ask("receive_request_start_transaction",
+                                                          {**START, "transaction_id": transaction_id}, timeout=5)
+        except NoReply:
+            replies[transaction_id] = None
+
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path) as kit, trio.open_nursery() as asking:
+            with trio.fail_after(10):
+                # unanswered: reported (EVerest still waits); a late answer then still goes out, once
+                asking.start_soon(ask, "t-slow")
+                question = await kit.expect("ask")
+                unanswered = await kit.expect("errors")
+                assert "start_transaction from EVerest not answered within 0.2 s" in unanswered.error.message
+                await kit.inject_message("ok", question)
+                await kit.inject_message("ok", question)
+                again = await kit.expect("errors")
+                assert again.error.source_id == "answer" and "was answered already" in again.error.message
+
+                asking.start_soon(ask, "t-twice")
+                duplicate = await kit.expect("errors")
+                assert duplicate.error.source_id in ("answer", "answer2")
+                assert "was answered already; this answer is not sent" in duplicate.error.message
+
+                asking.start_soon(ask, "t-bad")  # the answer breaks the schema: not sent, then reported
+                bad = [(await kit.expect("errors")).error.message for _ in range(2)]
+                assert any("got 'MAYBE' @ $.payload.status" in m for m in bad), bad
+                assert any("not answered within" in m for m in bad), bad
+
+                asking.start_soon(ask, "t-other")  # an answer through another module's connection
+                other = [(await kit.expect("errors")).error.message for _ in range(2)]
+                assert any("the answer would go to another module" in m for m in other), other
+        assert replies["t-slow"] == {"status": "OK"}
+        assert replies["t-twice"] in ({"status": "OK"}, {"status": "NOT_SUPPORTED"})  # whichever came first
+        assert replies["t-bad"] is None and replies["t-other"] is None
+        assert kit.stats()["ask"] == {"received": 4, "invalid": 0, "asked": 4, "answered": 1, "unanswered": 3,
+                                      "late_answers": 1, "duplicate_answers": 2}
+        nursery.cancel_scope.cancel()
+
+
+async def test_questions_everest_cannot_be_answered_on_and_empty_payloads(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "read", "type": "meter/receive_request_read_display", "api": "api", "wires": [["line"]]},
+        {"id": "line", "type": "change", "wires": [["shown"]], "rules": [
+            {"t": "set", "p": "payload", "pt": "msg", "to": "line 1", "tot": "str"}]},
+        {"id": "shown", "type": "meter/send_reply_read_display", "api": "api"},
     ]
     async with trio.open_nursery() as nursery:
         simulator = await everest(nursery, "meter", "pm1")
         async with _flow(catalogue, flow, tmp_path) as kit:
             with trio.fail_after(10):
-                with pytest.raises(NoReply):
-                    await simulator.ask("receive_request_start_transaction", {**START, "transaction_id": "t-slow"},
-                                        timeout=2)
-                unanswered = await kit.expect("errors")
-                assert "start_transaction from EVerest not answered within 0.5 s" in unanswered.error.message
-                late = await kit.expect("errors")
-                assert late.error.source_id == "answer" and "answered after its 0.5 s" in late.error.message
+                # EVerest leaves an empty payload out: the question is taken with {} (what the schema allows)
+                assert await simulator.ask("receive_request_read_display", {}) == "line 1"
+                assert attrs.asdict((await kit.expect("read")).payload) == {"line": None}
+                # a replyTo nobody could publish to: reported, and the flow goes on
+                topic = simulator.topic_of(simulator.operations["receive_request_read_display"])
+                await simulator.mqtt.publish(topic, b'{"headers": {"replyTo": "x/+/y"}, "payload": {"line": 2}}')
+                invalid = await kit.expect("errors")
+                assert "must not contain wildcards" in invalid.error.message and "$.headers.replyTo" in \
+                    invalid.error.message
+                assert await simulator.ask("receive_request_read_display", {"line": 3}) == "line 1"
+        nursery.cancel_scope.cancel()
 
-                reply = await simulator.ask("receive_request_start_transaction",
-                                            {**START, "transaction_id": "t-twice"}, timeout=2)
-                assert reply in ({"status": "OK"}, {"status": "NOT_SUPPORTED"})  # whichever came first
-                duplicate = await kit.expect("errors")
-                assert "was answered already; this answer is not sent" in duplicate.error.message
 
-                with pytest.raises(NoReply):  # an answer that breaks the schema is not sent
-                    await simulator.ask("receive_request_start_transaction",
-                                        {**START, "transaction_id": "t-bad"}, timeout=1)
-                bad = [await kit.expect("errors") for _ in range(2)]
-            messages = sorted(m.error.message for m in bad)
-            assert "expected one of 'OK', 'NOT_SUPPORTED', 'UNEXPECTED_ERROR', got 'MAYBE' @ $.payload.status" in \
-                messages[0] + messages[1]
-            assert any("not answered within" in m for m in messages)
+async def test_a_default_reply_holds_back_a_later_answer(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 0.2,
+         "unanswered": "reply", "default_reply": {"status": "UNEXPECTED_ERROR"}},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api", "payload": {"status": "OK"}},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                assert await simulator.ask("receive_request_start_transaction", START) == {"status": "UNEXPECTED_ERROR"}
+                await kit.inject_message("answer", await kit.expect("ask"))
+                held = await kit.expect("errors")
+                assert "answered with the default reply after 0.2 s; this answer is not sent" in held.error.message
+        nursery.cancel_scope.cancel()
+
+
+async def test_questions_open_at_shutdown_get_the_default_reply(
+        broker: MosquittoBroker, catalogue: ApiCatalogue, everest: Everest, mqtt: MqttClient, tmp_path: Path) -> None:
+    flow = [
+        *_base(broker, "meter", "pm1"),
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "timeout": 60,
+         "unanswered": "reply", "default_reply": {"status": "UNEXPECTED_ERROR", "error": "stopping"}},
+    ]
+    async with trio.open_nursery() as nursery:
+        simulator = await everest(nursery, "meter", "pm1")
+        async with await mqtt.subscribe("evflow-sim/#") as replies:  # where the simulator's questions are answered
+            async with _flow(catalogue, flow, tmp_path) as kit:
+                with trio.fail_after(10):
+                    topic = simulator.topic_of(simulator.operations["receive_request_start_transaction"])
+                    await simulator.mqtt.publish(topic, b'{"headers": {"replyTo": "evflow-sim/q1"}, "payload": '
+                                                        + json.dumps(START).encode() + b"}")
+                    await kit.expect("ask")
+            with trio.fail_after(10):  # the flow stopped: the open question was answered on the way out
+                message = await replies.receive()
+            assert (message.topic, json.loads(message.payload)) == (
+                "evflow-sim/q1", {"status": "UNEXPECTED_ERROR", "error": "stopping"})
         nursery.cancel_scope.cancel()
 
 

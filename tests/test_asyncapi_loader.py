@@ -40,13 +40,15 @@ def test_the_operations_and_their_kinds(catalogue: ApiCatalogue) -> None:
         "send_powermeter_values": OperationKind.SEND,
         "receive_tariff": OperationKind.RECEIVE,
         "receive_reset": OperationKind.RECEIVE,
+        "receive_request_read_display": OperationKind.HANDLER,
     }
     handler = ops["receive_request_start_transaction"]
     assert handler.address == "e2m/start_transaction" and handler.name == "start_transaction"
     assert handler.reply_id == "send_reply_start_transaction"
     assert ops["receive_reset"].payload is None  # an event without data
     left_out = catalogue.api("meter").description.left_out
-    assert set(left_out) == {"send_reply_start_transaction", "receive_heartbeat", "send_communication_check"}
+    assert set(left_out) == {"send_reply_start_transaction", "send_reply_read_display", "receive_heartbeat",
+                             "send_communication_check"}
     assert "heartbeat node" in left_out["receive_heartbeat"] and "keepalive node" in left_out["send_communication_check"]
 
     ops = catalogue.api("charging").description.operations
@@ -208,7 +210,8 @@ def test_node_types_by_api_and_operation(docs: Path) -> None:
     assert errors == {}
     assert set(names) == {
         "meter/receive_request_start_transaction", "meter/send_reply_start_transaction", "meter/send_powermeter_values",
-        "meter/receive_tariff", "meter/receive_reset", "charging/receive_session_event",
+        "meter/receive_tariff", "meter/receive_reset", "meter/receive_request_read_display",
+        "meter/send_reply_read_display", "charging/receive_session_event",
         "charging/send_request_get_session_info", "charging/send_request_enable", "charging/send_pause",
         "charging/send_request_set_limits", "gauges/receive_status",
     }
@@ -269,16 +272,30 @@ def test_answer_ledger_first_duplicate_late() -> None:
     ledger = AnswerLedger("receive_request_start_transaction", timeout=5.0)
     first = ledger.ask("r/1", now=100.0)
     second = ledger.ask("r/2", now=101.0)
-    assert ledger.next_deadline == 105.0 and ledger.open_count == 2
-    assert ledger.answer(first) is AnswerOutcome.FIRST
-    assert ledger.answer(first) is AnswerOutcome.DUPLICATE
-    assert list(ledger.expire(105.5)) == []  # the first was answered; the second is not due yet
+    third = ledger.ask("r/3", now=102.0)
+    assert ledger.next_deadline == 105.0 and ledger.open_count == 3
+    assert ledger.claim(first) is AnswerOutcome.FIRST
+    assert ledger.claim(first) is AnswerOutcome.DUPLICATE  # one is on its way out
+    ledger.settle(first)
+    assert ledger.claim(first) is AnswerOutcome.DUPLICATE
+    assert ledger.expire(105.5) == []  # the first was answered; the second is not due yet
+    assert ledger.next_deadline == 106.0
+    # an answer that could not go out gives the question back, in its place
+    assert ledger.claim(second) is AnswerOutcome.FIRST
+    assert ledger.next_deadline == 107.0
+    ledger.release(second)
     assert ledger.next_deadline == 106.0
     assert [q.reply_to for q in ledger.expire(106.0)] == ["r/2"]
-    assert ledger.answer(second) is AnswerOutcome.LATE  # the policy acted: this answer must not go out
-    assert ledger.answer(second) is AnswerOutcome.LATE
+    # after the timeout: the policy reported it (nothing went to EVerest), so a late answer may go
+    assert ledger.claim(second) is AnswerOutcome.LATE
+    ledger.settle(second)
+    assert ledger.claim(second) is AnswerOutcome.DUPLICATE
+    # ... unless the policy answered with a default
+    [expired] = ledger.expire(200.0)
+    expired.defaulted = True
+    assert ledger.claim(third) is AnswerOutcome.DEFAULTED
     assert ledger.next_deadline is None and ledger.open_count == 0
-    assert (ledger.asked, ledger.answered, ledger.expired, ledger.duplicates, ledger.late) == (2, 1, 1, 1, 2)
+    assert (ledger.asked, ledger.answered, ledger.late, ledger.expired, ledger.duplicates) == (3, 1, 1, 2, 4)
     with pytest.raises(ValueError, match="timeout must be positive"):
         AnswerLedger("x", 0)
 

@@ -3,7 +3,9 @@ which have waited too long. Pure: time comes in as numbers, nothing is sent from
 
 EVerest asks on ``e2m/<name>`` with a ``replyTo`` topic and waits for one answer there, up to its
 ``cfg_request_reply_to_s``; then it goes on with a default answer of its own. The flow answers through
-a reply node; an answer that comes twice, or after the policy already acted, must not go out.
+an answer node. A question is *claimed* by the answer that is being sent, *settled* once it went out,
+or *released* when it could not go out (it may be answered again, or expire). A second answer is not
+sent; neither is an answer after the policy answered with a default.
 """
 
 from __future__ import annotations
@@ -11,23 +13,30 @@ from __future__ import annotations
 import collections
 import enum
 import itertools
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
-__all__ = ["AnswerLedger", "AnswerOutcome", "Question"]
+__all__ = ["AnswerLedger", "AnswerOutcome", "Question", "QuestionState"]
+
+
+class QuestionState(enum.Enum):
+    OPEN = "open"
+    ANSWERING = "answering"  # claimed: an answer is on its way out
+    ANSWERED = "answered"
+    EXPIRED = "expired"  # its time passed; the policy acted
 
 
 class AnswerOutcome(enum.StrEnum):
-    FIRST = "first"  # goes out
-    DUPLICATE = "duplicate"  # answered already
-    LATE = "late"  # its deadline passed: the policy acted (answered with a default, or reported it)
+    FIRST = "first"  # send it
+    LATE = "late"  # after the timeout, but nothing went to EVerest yet: send it (EVerest may still wait)
+    DUPLICATE = "duplicate"  # answered (or being answered) already: do not send
+    DEFAULTED = "defaulted"  # the policy sent a default reply already: do not send
 
 
 @attrs.define(eq=False)
 class Question:
-    """One question from EVerest, carried on the message to the reply node (``msg.meta``)."""
+    """One question from EVerest, carried on the message to the answer node (``msg.meta``)."""
 
     ticket: int
     operation: str
@@ -35,10 +44,12 @@ class Question:
     asked_at: float
     deadline: float
     ledger: AnswerLedger = attrs.field(repr=False)
-    # Anything the node keeps with it (the default answer of its policy).
-    extra: Any = None
-    # None while open, else how it was closed (FIRST: answered; LATE: expired).
-    closed: AnswerOutcome | None = None
+    # Who asked (opaque here): the answer node answers only questions of its own API connection.
+    owner: Any = attrs.field(default=None, repr=False)
+    state: QuestionState = QuestionState.OPEN
+    # The unanswered policy sent a default reply to it.
+    defaulted: bool = False
+    _state_before_claim: QuestionState = attrs.field(default=QuestionState.OPEN, repr=False)
 
 
 class AnswerLedger:
@@ -51,25 +62,50 @@ class AnswerLedger:
         self.timeout = timeout
         self._open: collections.OrderedDict[int, Question] = collections.OrderedDict()
         self._tickets = itertools.count(1)
-        self.asked = self.answered = self.duplicates = self.late = self.expired = 0
+        self.asked = self.answered = self.late = self.duplicates = self.expired = 0
 
-    def ask(self, reply_to: str, now: float, extra: Any = None) -> Question:
-        question = Question(next(self._tickets), self.operation, reply_to, now, now + self.timeout, self, extra)
+    def ask(self, reply_to: str, now: float, owner: Any = None) -> Question:
+        question = Question(next(self._tickets), self.operation, reply_to, now, now + self.timeout, self, owner)
         self._open[question.ticket] = question
         self.asked += 1
         return question
 
-    def answer(self, question: Question) -> AnswerOutcome:
-        if question.closed is None:
-            del self._open[question.ticket]
-            question.closed = AnswerOutcome.FIRST
-            self.answered += 1
-            return AnswerOutcome.FIRST
-        if question.closed is AnswerOutcome.LATE:
-            self.late += 1
-            return AnswerOutcome.LATE
+    def claim(self, question: Question) -> AnswerOutcome:
+        """An answer wants to go out: FIRST or LATE (then it is the one, until settled or released),
+        or DUPLICATE / DEFAULTED (then it must not)."""
+        state = question.state
+        if state is QuestionState.OPEN or (state is QuestionState.EXPIRED and not question.defaulted):
+            self._open.pop(question.ticket, None)
+            question._state_before_claim = state
+            question.state = QuestionState.ANSWERING
+            return AnswerOutcome.FIRST if state is QuestionState.OPEN else AnswerOutcome.LATE
+        if state is QuestionState.EXPIRED:
+            self.duplicates += 1
+            return AnswerOutcome.DEFAULTED
         self.duplicates += 1
         return AnswerOutcome.DUPLICATE
+
+    def settle(self, question: Question) -> None:
+        """The claimed answer went out."""
+        assert question.state is QuestionState.ANSWERING
+        if question._state_before_claim is QuestionState.EXPIRED:
+            self.late += 1
+        else:
+            self.answered += 1
+        question.state = QuestionState.ANSWERED
+
+    def release(self, question: Question) -> None:
+        """The claimed answer did not go out: the question is as it was (an open one waits for its
+        deadline again, in its place)."""
+        assert question.state is QuestionState.ANSWERING
+        question.state = question._state_before_claim
+        if question.state is QuestionState.OPEN:
+            self._open[question.ticket] = question
+            self._reorder()  # rare (a publish that failed): a sort keeps the deadline order simple
+
+    def _reorder(self) -> None:
+        ordered = sorted(self._open.values(), key=lambda q: q.deadline)
+        self._open = collections.OrderedDict((q.ticket, q) for q in ordered)
 
     @property
     def open_count(self) -> int:
@@ -81,13 +117,16 @@ class AnswerLedger:
             return question.deadline
         return None
 
-    def expire(self, now: float) -> Iterator[Question]:
-        """The questions whose deadline has passed, oldest first, each once; they are closed."""
+    def expire(self, now: float) -> list[Question]:
+        """The open questions whose deadline has passed, oldest first, each once."""
+        due = []
         while self._open:
-            ticket, question = next(iter(self._open.items()))
+            question = next(iter(self._open.values()))
             if question.deadline > now:
-                return
-            del self._open[ticket]
-            question.closed = AnswerOutcome.LATE
+                break
+            del self._open[question.ticket]
+            question.state = QuestionState.EXPIRED
             self.expired += 1
-            yield question
+            due.append(question)
+        return due
+

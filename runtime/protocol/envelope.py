@@ -66,20 +66,31 @@ def decode_path_reply(data: bytes) -> str | None:
     return value or None
 
 
-def decode_request(data: bytes, request_type: type[T]) -> tuple[str | None, T]:
-    """The EVerest side of :func:`encode_request`: ``(replyTo or None, typed payload)``.
+NO_PAYLOAD: Any = object()  # an envelope without "payload" (EVerest leaves out an empty one)
 
-    Raises :class:`CodecError` for anything EVerest could not decode (it would not answer those).
-    """
+
+def read_envelope(data: bytes) -> tuple[str | None, Any]:
+    """``(replyTo or None, plain payload or NO_PAYLOAD)`` of a request envelope, either way round (the
+    client's requests to EVerest, EVerest's questions to the client); :class:`CodecError` for what
+    does not decode."""
     envelope = load_json(data)
     if type(envelope) is not dict:
-        raise CodecError(["expected an object, got something else @ $"])
-    if "payload" not in envelope:
-        raise CodecError(["required key missing @ $.payload"])
+        raise CodecError(["expected an object {headers, payload} @ $"])
     headers = envelope.get("headers", {})
     if type(headers) is not dict:
         raise CodecError(["expected an object @ $.headers"])
     reply_to = headers.get("replyTo")
     if reply_to is not None and type(reply_to) is not str:
         raise CodecError(["expected a string @ $.headers.replyTo"])
-    return reply_to, structure(envelope["payload"], request_type, "$.payload")
+    return reply_to, envelope.get("payload", NO_PAYLOAD)
+
+
+def decode_request(data: bytes, request_type: type[T]) -> tuple[str | None, T]:
+    """The EVerest side of :func:`encode_request`: ``(replyTo or None, typed payload)``.
+
+    Raises :class:`CodecError` for anything EVerest could not decode (it would not answer those).
+    """
+    reply_to, payload = read_envelope(data)
+    if payload is NO_PAYLOAD:
+        raise CodecError(["required key missing @ $.payload"])
+    return reply_to, structure(payload, request_type, "$.payload")

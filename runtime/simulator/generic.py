@@ -40,6 +40,7 @@ from ..codec import CodecError, dump_json, load_json, unstructure
 from ..errors import EvflowError, MqttError
 from ..models.evse_security import U64_MAX
 from ..protocol.api import COMMUNICATION_CHECK, HEARTBEAT
+from ..protocol.envelope import NO_PAYLOAD, read_envelope
 from ..protocol.topics import (
     SAFE_LEVEL,
     TopicError,
@@ -120,24 +121,17 @@ def fill_address(address: str, parameters: Mapping[str, str]) -> str:
 def decode_envelope(data: bytes, has_payload: bool) -> tuple[str | None, Any]:
     """``(replyTo or None, plain payload)`` of a request envelope, or :class:`CodecError` for what
     EVerest could not decode. Without a payload schema the payload is not looked at."""
-    envelope = load_json(data)
-    if type(envelope) is not dict:
-        raise CodecError(["expected an object with headers and payload @ $"])
-    headers = envelope.get("headers", {})
-    if type(headers) is not dict:
-        raise CodecError(["expected an object @ $.headers"])
-    reply_to = headers.get("replyTo")
-    if reply_to is not None and type(reply_to) is not str:
-        raise CodecError(["expected a string @ $.headers.replyTo"])
-    if has_payload and "payload" not in envelope:
+    reply_to, payload = read_envelope(data)
+    if has_payload and payload is NO_PAYLOAD:
         raise CodecError(["required key missing @ $.payload"])
-    return reply_to, envelope.get("payload")
+    return reply_to, None if payload is NO_PAYLOAD else payload
 
 
 def encode_envelope(reply_to: str, payload: Any, has_payload: bool) -> bytes:
-    """EVerest's request to the client; without a payload schema the payload is left out, as EVerest does."""
+    """EVerest's request to the client. As EVerest (AsyncApiRequestReply: ``if (not payload.empty())``),
+    a payload that is null, an empty object or an empty array is left out."""
     envelope: dict[str, Any] = {"headers": {"replyTo": reply_to}}
-    if has_payload:
+    if has_payload and payload not in (None, {}, []):
         envelope["payload"] = payload
     return dump_json(envelope)
 
