@@ -12,6 +12,7 @@ import trio
 from evflow.runtime.apis.evse_security_client import EvseSecurityClient
 from evflow.runtime.apis.evse_security_consumer import EVSE_SECURITY_CONSUMER
 from evflow.runtime.client import ApiClient
+from evflow.runtime.errors import DiscoveryError
 from evflow.runtime.nodeapi import (
     ConfigNode,
     ConfigWarning,
@@ -45,6 +46,9 @@ class EverestApiConfig:
     discover: bool = False
     # seconds to wait for EVerest's entrypoint to answer `discover`
     discover_window: float = attrs.field(default=2.0, validator=number_range(above=0))
+    # with `discover`: seconds to wait for the broker, and for EVerest's ready beacon when no module
+    # answered at once (EVerest still starting), before the flow fails to start
+    discover_wait: float = attrs.field(default=30.0, validator=number_range(0))
     # the version in the API's topics: everest_api/<api_version>/<api>/<module_id>/...
     api_version: int = attrs.field(default=1, validator=number_range(0))
     # EVerest's mqtt_external_prefix
@@ -86,10 +90,19 @@ class EverestApi(ConfigNode[EverestApiConfig]):
     async def _discover(self, broker: MqttBroker) -> str:
         from evflow.runtime.discovery import find_module
 
-        await broker.mqtt.wait_connected()
-        found = await find_module(broker.mqtt, self.config.api, external_prefix=self.config.external_prefix,
-                                  window=self.config.discover_window)
-        self.context.log.info("discovered %s module %r", self.config.api, found.module_id)
+        c = self.config
+        with trio.move_on_after(c.discover_wait):
+            await broker.mqtt.wait_connected()
+        if not broker.mqtt.connected:
+            raise DiscoveryError(f"cannot discover the {c.api} module: the broker is not connected "
+                                 f"within {c.discover_wait:g} s", c.api)
+        found = await find_module(broker.mqtt, c.api, external_prefix=c.external_prefix, window=c.discover_window,
+                                  wait_for_ready_beacon=c.discover_wait)
+        if found.version != c.api_version:
+            raise DiscoveryError(f"module {found.module_id!r} speaks version {found.version} of {c.api}; this "
+                                 f"flow version {c.api_version} (set api_version, and use a document of that version)",
+                                 c.api)
+        self.context.log.info("discovered %s module %r", c.api, found.module_id)
         return found.module_id
 
     def request_stats(self) -> Mapping[str, OperationStats]:

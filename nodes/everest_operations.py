@@ -29,6 +29,7 @@ import trio
 
 from evflow.runtime.asyncapi.catalogue import LoadedApi, check_payload
 from evflow.runtime.asyncapi.model import ApiOperation, MessageShape, OperationKind
+from evflow.runtime.asyncapi.schemas import class_name
 from evflow.runtime.client import ApiClient
 from evflow.runtime.codec import CodecError, dump_json, load_json, unstructure
 from evflow.runtime.errors import EvflowError, InvalidPayload, InvalidRequest, MqttError
@@ -86,7 +87,7 @@ def node_class_for(type_name: str, api: LoadedApi, operation: ApiOperation, repl
     if operation.description and not reply:
         doc = f"{doc}. {operation.description}" if operation.description != doc else doc
     config = _config_class(api, base, fields)
-    return type(_class_name(type_name), (base,), {
+    return type(class_name(type_name), (base,), {
         "__doc__": doc, "__module__": __name__, "type": type_name, "Config": config,
         "api": api, "operation": operation,
     })
@@ -96,17 +97,13 @@ def _config_class(api: LoadedApi, base: type[_OperationNode], fields: dict[str, 
     """One config class per API, kind and field types: the sources of an API (half its operations)
     share one, as their configs differ in nothing. Each class costs code (``__init__``, ``__eq__``…)."""
     key = (base, *((name, field.type) for name, field in fields.items()))
-    made = api.config_classes.get(key)
+    made = api.node_cache.get(key)
     if made is None:
-        name = _class_name(f"{api.name}_{base.__name__}") + f"Config{len(api.config_classes) + 1}"
+        name = class_name(f"{api.name}_{base.__name__}") + f"Config{len(api.node_cache) + 1}"
         made = attrs.make_class(name, fields, frozen=True, kw_only=True, match_args=False)
         made.__module__ = __name__
-        api.config_classes[key] = made
+        api.node_cache[key] = made
     return made
-
-
-def _class_name(type_name: str) -> str:
-    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[^A-Za-z0-9]+", type_name) if part)
 
 
 class _OperationNode(Node[Any]):

@@ -246,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--answers", metavar="FILE.json",
                           help="with --api: {operation: reply} for the requests, instead of the document's examples")
     simulate.add_argument("--reply-timeout-s", type=_positive_float, default=5.0, metavar="S",
-                          help="with --api: how long `ask` waits for the client's reply (default 5, as EVerest's "
-                          "cfg_request_reply_to_s)")
+                          help="with --api: how long `ask` waits for the client's reply, EVerest's "
+                          "cfg_request_reply_to_s (default 5 here, to see a missing answer soon; EVerest's is 550)")
     simulate.add_argument("--certs", metavar="DIR", help="the certificate directory to serve")
     simulate.add_argument("--heartbeat-interval-ms", type=int, default=1000, metavar="N",
                           help="heartbeat period (default 1000; <= 0: none)")

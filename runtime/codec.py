@@ -224,10 +224,14 @@ def json_key(field: attrs.Attribute[Any]) -> str:
     return field.metadata.get("evflow_key", field.name)  # type: ignore[no-any-return]
 
 
+# Set on a class made from a schema with `additionalProperties: false`: its unknown keys are refused.
+CLOSED = "__evflow_closed__"
+
+
 def refuses_unknown_keys(cls: type) -> bool:
     """Configuration refuses unknown keys; EVerest's values ignore them, except those of an object
     whose document says ``additionalProperties: false`` (a class made from it says so itself)."""
-    return getattr(cls, "__evflow_closed__", not is_wire_model(cls))  # type: ignore[no-any-return]
+    return getattr(cls, CLOSED, not is_wire_model(cls))  # type: ignore[no-any-return]
 
 
 def _has_renamed_keys(cls: Any) -> bool:

@@ -132,12 +132,15 @@ def nobody_answered(result: DiscoveryResult, api_type: str | None, external_pref
 
 
 async def find_module(
-    mqtt: MqttClient, api_type: str, *, external_prefix: str = "", window: float = 1.0
+    mqtt: MqttClient, api_type: str, *, external_prefix: str = "", window: float = 1.0,
+    wait_for_ready_beacon: float = 0.0,
 ) -> ApiParameter:
     """The one module implementing ``api_type``, asked with ``query-modules``: for a flow that names its
-    module by discovery. Raises :class:`DiscoveryError` when none answered within ``window`` seconds, or
-    when several did (then the flow must name its module_id)."""
-    result = await discover_apis(mqtt, external_prefix=external_prefix, api_type=api_type, window=window)
+    module by discovery. Raises :class:`DiscoveryError` when none answered within ``window`` seconds (and,
+    with ``wait_for_ready_beacon``, after EVerest's ready beacon), or when several did (then the flow must
+    name its module_id)."""
+    result = await discover_apis(mqtt, external_prefix=external_prefix, api_type=api_type, window=window,
+                                 wait_for_ready_beacon=wait_for_ready_beacon)
     found = [api for api in result.apis if api.type == api_type]
     if not found:
         raise DiscoveryError(nobody_answered(result, api_type, external_prefix), api_type)

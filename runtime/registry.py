@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["ENTRY_POINT_GROUP", "NodeTypeSource", "Registry", "RegistryError"]
 
 ENTRY_POINT_GROUP = "evflow.nodes"
+# The maker of node classes for the operations of EVerest's API documents.
+API_NODES_GROUP = "evflow.api_nodes"
 
 
 class RegistryError(Exception):
@@ -40,6 +42,7 @@ class Registry:
     _loaded: dict[str, NodeClass] = attrs.field(factory=dict)
     # EVerest's APIs from their documents: node types `<api>/<operation>`, made when first asked for.
     apis: ApiCatalogue | None = None
+    _factory: Any = None
 
     @classmethod
     def from_entry_points(cls, apis: ApiCatalogue | None = None) -> Registry:
@@ -112,9 +115,10 @@ class Registry:
 
             assert self.apis is not None
             try:
-                node_class: NodeClass = self.apis.node_class(name)
+                api, operation, answer = self.apis.operation_of(name)
             except DocumentError as exc:
                 raise RegistryError(f"node type {name!r}: {exc}") from None
+            node_class: NodeClass = self._api_node_factory()(name, api, operation, answer)
             self._loaded[name] = node_class
             return node_class
         if not sources:
@@ -126,6 +130,22 @@ class Registry:
         node_class = _import(source)
         self._loaded[name] = node_class
         return node_class
+
+    def _api_node_factory(self) -> Any:
+        """What makes the node class of an API's operation: the one entry of the group
+        ``evflow.api_nodes`` (evflow's own, in ``evflow.nodes.everest_operations``), loaded as node
+        types are, so that the runtime does not import a node module."""
+        if self._factory is None:
+            entries = list(importlib.metadata.entry_points(group=API_NODES_GROUP))
+            if len(entries) != 1:
+                found = ", ".join(f"{e.name} ({e.value})" for e in entries) or "none"
+                raise RegistryError(f"expected one {API_NODES_GROUP} entry point (evflow's), found {found}: "
+                                    "reinstall evflow")
+            try:
+                self._factory = entries[0].load()
+            except Exception as exc:  # a broken install: said, not a traceback
+                raise RegistryError(f"{API_NODES_GROUP} {entries[0].value} failed to load: {exc}") from None
+        return self._factory
 
     def load_all(self) -> tuple[dict[str, NodeClass], dict[str, str]]:
         """Every type that loads, the API documents' included, and the error of each that does not

@@ -328,11 +328,12 @@ async def test_discovery_that_finds_no_module_says_so(broker: MosquittoBroker, c
 
     flow = [
         {"id": "b", "type": "mqtt-broker", "broker": broker.url},
-        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "discover": True, "discover_window": 0.2},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "discover": True, "discover_window": 0.2,
+         "discover_wait": 0.3},
     ]
     with trio.fail_after(10), pytest.RaisesGroup(pytest.RaisesExc(
             FlowStartError, match=r"everest-api 'api' did not start: no module implementing the 'meter' API answered "
-            r"on 'everest_api/query-modules/meter' within 0.2 s"), flatten_subgroups=True):
+            r"on 'everest_api/query-modules/meter' within 0.\d s"), flatten_subgroups=True):
         async with _flow(catalogue, flow, tmp_path):
             pass
 
@@ -407,4 +408,25 @@ async def test_heartbeat_and_keepalive_work_for_any_api(broker: MosquittoBroker,
                 first = (await kit.expect("beats")).payload
                 assert (await kit.expect("beats")).payload == first + 1
                 assert (await checks.receive()).payload == b"true"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_discovered_module_of_another_version_is_refused(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                                 tmp_path: Path) -> None:
+    from evflow.runtime.engine import FlowStartError
+
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "discover": True, "discover_window": 0.2,
+         "api_version": 2},
+    ]
+    async with trio.open_nursery() as nursery:
+        mqtt = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
+        await nursery.start(mqtt.run)
+        await nursery.start(GenericApiSimulator(mqtt, catalogue.api("meter"), "meter_7").run)
+        with trio.fail_after(10), pytest.RaisesGroup(pytest.RaisesExc(
+                FlowStartError, match=r"module 'meter_7' speaks version 1 of meter; this flow version 2"),
+                flatten_subgroups=True):
+            async with _flow(catalogue, flow, tmp_path):
+                pass
         nursery.cancel_scope.cancel()

@@ -258,6 +258,17 @@ def test_validation_of_a_nodes_fixed_payload_and_api(tmp_path: Path, docs: Path)
     ])
 
 
+def test_a_node_needs_its_documents_topic_version(tmp_path: Path, docs: Path) -> None:
+    path = tmp_path / "flow.json"
+    path.write_text(json.dumps([
+        {"id": "b", "type": "mqtt-broker", "broker": "mqtt://127.0.0.1:1883"},
+        {"id": "meter", "type": "everest-api", "broker": "b", "api": "meter", "module_id": "pm1", "api_version": 2},
+        {"id": "values", "type": "meter/send_powermeter_values", "api": "meter"},
+    ]))
+    assert _problems(path, docs) == [
+        ("values", "$[2].api", "refers to 'meter', a everest-api with api_version 2; this node needs api_version 1")]
+
+
 def test_an_unknown_api_is_reported_with_where_evflow_looked(tmp_path: Path, docs: Path) -> None:
     path = _flow(tmp_path, {"id": "x", "type": "metre/send_powermeter_values", "api": "meter"})
     [(node_id, where, message)] = _problems(path, docs)

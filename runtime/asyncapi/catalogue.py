@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import enum
-import importlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,6 @@ from .schemas import TypeBuilder
 __all__ = ["ApiCatalogue", "LoadedApi", "check_payload"]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
-# Where the node classes for operations are made: a node module, written with the public node API.
-_NODE_FACTORY = "evflow.nodes.everest_operations:node_class_for"
 
 
 def _api_name_of(path: Path) -> str:
@@ -86,14 +83,8 @@ class LoadedApi:
     # Every file read to make it: its own and those its $refs name.
     read_paths: tuple[Path, ...] = ()
     requests: dict[str, Operation[Any, Any]] = attrs.field(factory=dict)
-    node_classes: dict[str, Any] = attrs.field(factory=dict)
-    # the nodes' config classes, shared where they are the same (nodes/everest_operations.py)
-    config_classes: dict[Any, type] = attrs.field(factory=dict)
-
-    def documents(self) -> DocumentSet:
-        """The documents again, for what needs the schemas themselves (``$ref`` and all): they are
-        not kept once the types are made, which is most of what reading them cost in memory."""
-        return DocumentSet()
+    # for the node factory's own use (nodes/everest_operations.py keeps the config classes it shares here)
+    node_cache: dict[Any, Any] = attrs.field(factory=dict)
 
     @property
     def name(self) -> str:
@@ -218,31 +209,24 @@ class ApiCatalogue:
                 names.append(f"{api.name}/{reply_node_id(operation)}")
         return names
 
-    def node_class(self, type_name: str) -> Any:
-        """The node class of ``<api>/<operation>``; :class:`DocumentError` saying what is wrong."""
+    def operation_of(self, type_name: str) -> tuple[LoadedApi, ApiOperation, bool]:
+        """For the node type ``<api>/<operation>``: its API, its operation, and whether it is the answer
+        node of a question; :class:`DocumentError` saying what is wrong."""
         api_name, _, op_id = type_name.partition("/")
         api = self.api(api_name)
-        made = api.node_classes.get(op_id)
-        if made is not None:
-            return made
         operations = api.description.operations
-        operation, reply = operations.get(op_id), False
-        if operation is None:
-            for candidate in operations.values():
-                if candidate.kind is OperationKind.HANDLER and reply_node_id(candidate) == op_id:
-                    operation, reply = candidate, True
-                    break
-        if operation is None:
-            why = api.description.left_out.get(op_id)
-            if why is not None:
-                raise DocumentError(f"{api.description.path}: operation {op_id!r} makes no node type: {why}")
-            close = difflib.get_close_matches(op_id, [n.partition("/")[2] for n in self.node_type_names(api)], n=1)
-            hint = f" (did you mean {api_name}/{close[0]}?)" if close else ""
-            raise DocumentError(f"{api.description.path}: API {api_name!r} has no operation {op_id!r}{hint}")
-        module_name, _, attribute = _NODE_FACTORY.partition(":")
-        factory = getattr(importlib.import_module(module_name), attribute)
-        made = api.node_classes[op_id] = factory(type_name, api, operation, reply)
-        return made
+        operation = operations.get(op_id)
+        if operation is not None:
+            return api, operation, False
+        for candidate in operations.values():
+            if candidate.kind is OperationKind.HANDLER and reply_node_id(candidate) == op_id:
+                return api, candidate, True
+        why = api.description.left_out.get(op_id)
+        if why is not None:
+            raise DocumentError(f"{api.description.path}: operation {op_id!r} makes no node type: {why}")
+        close = difflib.get_close_matches(op_id, [n.partition("/")[2] for n in self.node_type_names(api)], n=1)
+        hint = f" (did you mean {api_name}/{close[0]}?)" if close else ""
+        raise DocumentError(f"{api.description.path}: API {api_name!r} has no operation {op_id!r}{hint}")
 
 
 def reply_node_id(operation: ApiOperation) -> str:

@@ -64,13 +64,17 @@ class ExampleProblem:
         return f"{self.operation}: {self.part} example {self.index + 1}: {'; '.join(self.problems)}"
 
 
-def example_of(shape_or_schema: MessageShape | Any, documents: DocumentSet, where: Location | Path) -> Any:
+def example_of(shape_or_schema: MessageShape | Any, documents: DocumentSet, where: Location | Path | None = None) -> Any:
     """A plain JSON value that fits: the shape's first example that passes :func:`check_payload`,
     else one made from its schema (and checked the same way).
 
-    ``where`` is the document the schema sits in (a :class:`MessageShape` does not say which), so
-    that its ``$ref``\\ s can be followed. Raises :class:`ExampleError` when nothing fits.
+    ``where`` is the place the schema is written, for its ``$ref``\\ s (a :class:`MessageShape` knows
+    its own). Raises :class:`ExampleError` when nothing fits.
     """
+    if isinstance(shape_or_schema, MessageShape) and shape_or_schema.location is not None:
+        where = shape_or_schema.location
+    if where is None:
+        raise ValueError("example_of: where the schema is written is needed for a bare schema")
     location = where if isinstance(where, Location) else Location(Path(where).resolve())
     if isinstance(shape_or_schema, MessageShape):
         shape = shape_or_schema

@@ -23,18 +23,17 @@ from typing import Any
 
 import attrs
 
+from ..codec import CLOSED
 from ..models.json import JsonObject, JsonValue
 from ..models.validators import FieldValueError, Validator
 from .documents import DocumentError, DocumentSet, Location
 
-__all__ = ["Constraint", "TypeBuilder", "constraint_of", "python_name"]
+__all__ = ["Constraint", "TypeBuilder", "class_name", "constraint_of", "python_name"]
 
 # Keys whose values are secrets wherever they appear (a key's passphrase, a SIM's PIN): kept out of
 # reprs, and the request client keeps them out of log lines.
 _SECRET_NAMES = re.compile(r"(^|_)(password|passphrase|secret|pin)$", re.IGNORECASE)
 
-# The attribute the codec reads to refuse unknown keys of an object with `additionalProperties: false`.
-CLOSED = "__evflow_closed__"
 
 Constraint = Callable[[Any], "str | None"]
 
@@ -49,7 +48,8 @@ def python_name(wire_name: str) -> str:
     return name
 
 
-def _class_name(hint: str) -> str:
+def class_name(hint: str) -> str:
+    """A class name from a schema or type name: ``start_transaction`` → ``StartTransaction``."""
     parts = re.split(r"[^A-Za-z0-9]+", hint)
     name = "".join(part[:1].upper() + part[1:] for part in parts if part)
     return name if name and not name[0].isdigit() else f"T{name}"
@@ -286,7 +286,7 @@ class TypeBuilder:
             while name in members:
                 name += "_"
             members[name] = value
-        made = enum.StrEnum(_class_name(hint), list(members.items()), module=self.module)  # type: ignore[misc]
+        made = enum.StrEnum(class_name(hint), list(members.items()), module=self.module)  # type: ignore[misc]
         made.__doc__ = f"One of: {', '.join(values)}."
         return made
 
@@ -325,12 +325,12 @@ class TypeBuilder:
                                            metadata=metadata, repr=not secret)
         # No pickling support and no __match_args__: nothing uses them, and each costs code per class
         # (an API document makes hundreds).
-        cls = attrs.make_class(_class_name(hint), fields, frozen=True, kw_only=True, slots=True,
+        cls = attrs.make_class(class_name(hint), fields, frozen=True, kw_only=True, slots=True,
                                getstate_setstate=False, match_args=False)
         cls.__module__ = self.module
         description = schema.get("description")
         cls.__doc__ = description.strip() if isinstance(description, str) else None
         if schema.get("additionalProperties") is False:
-            setattr(cls, CLOSED, True)
+            setattr(cls, CLOSED, True)  # the codec refuses its unknown keys
         self.classes += 1
         return cls

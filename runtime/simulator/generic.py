@@ -50,7 +50,8 @@ from ..protocol.topics import (
 )
 from ..ratelimit import RateLimitedLog
 from ..transport import MqttClient, MqttMessage
-from .watchdog import CheckState, CommunicationCheckWatchdog
+from .liveness import EverestLiveness
+from .watchdog import CommunicationCheckWatchdog
 
 __all__ = ["BadAnswer", "BadReply", "GenericApiSimulator", "NoReply", "SimulatorError", "api_base", "decode_envelope"]
 
@@ -174,7 +175,8 @@ class GenericApiSimulator:
         self.reply_timeout_s = reply_timeout_s
         self.discovery = discovery
         self.operations = api.description.operations
-        self.watchdog = CommunicationCheckWatchdog(comm_check_timeout_s)
+        self.liveness = EverestLiveness(mqtt, f"{self.base}/e2m/{HEARTBEAT}", interval_ms=heartbeat_interval_ms,
+                                        start=heartbeat_start, comm_check_timeout_s=comm_check_timeout_s)
         self._documents = documents if documents is not None else DocumentSet()
         self._replies, self.unanswerable = self._prepare_replies(dict(answers or {}))
         # EVerest's own documents carry examples that break their own schemas: never served.
@@ -185,13 +187,11 @@ class GenericApiSimulator:
                                              if op.kind is OperationKind.SEND}
         self._taken: collections.Counter[str] = collections.Counter()
         self._sent_arrived = trio.Event()
-        self._watchdog_changed = trio.Event()
         self.answered: collections.Counter[str] = collections.Counter()
         self.invalid_requests: collections.Counter[str] = collections.Counter()
         self.invalid_sent: collections.Counter[str] = collections.Counter()
         self.dropped = 0
         self.replies_lost = 0
-        self.heartbeats_lost = 0
         self._log_invalid = RateLimitedLog(log)
         self._log_lost = RateLimitedLog(log)
         self._log_dropped = RateLimitedLog(log)
@@ -219,7 +219,7 @@ class GenericApiSimulator:
                 replies[op_id] = dump_json(unstructure(answers[op_id]))
                 continue
             try:
-                replies[op_id] = dump_json(example_of(reply, self._documents, self.api.description.path))
+                replies[op_id] = dump_json(example_of(reply, self._documents))
             except ExampleError as exc:
                 unanswerable[op_id] = str(exc)
                 log.warning("%s: requests to %s will get no reply: %s", self.api.name, op_id, exc)
@@ -257,11 +257,7 @@ class GenericApiSimulator:
             check_topic = f"{self.base}/m2e/{COMMUNICATION_CHECK}"
             subscriptions.append(await self.mqtt.subscribe_callback(check_topic, self._taker(None)))
             async with trio.open_nursery() as nursery:
-                if self.heartbeat_interval_ms > 0:
-                    nursery.start_soon(self._heartbeat)
-                if self.watchdog.state is not CheckState.OFF:
-                    log.warning("communication check: %s (raised until the first check arrives)", self.watchdog.state)
-                    nursery.start_soon(self._watch_communication_check)
+                nursery.start_soon(self.liveness.run)
                 nursery.start_soon(self._serve_inbox)
                 if self.discovery and self.api.description.topic_version is not None:
                     await nursery.start(self._serve_discovery)
@@ -298,53 +294,22 @@ class GenericApiSimulator:
                              communication_monitoring=monitoring)]
         await serve_entrypoint(self.mqtt, apis, external_prefix=self.external_prefix, task_status=task_status)
 
-    async def _heartbeat(self) -> None:
-        # As the evse_security simulator's: a u64 counter that wraps, drift-free, lost with the connection.
-        interval = self.heartbeat_interval_ms / 1000
-        beat = self.heartbeat_start
-        topic = f"{self.base}/e2m/{HEARTBEAT}"
-        next_at = trio.current_time()
-        while True:
-            if self.mqtt.connected:
-                try:
-                    await self.mqtt.publish(topic, dump_json(beat))
-                except MqttError:
-                    self.heartbeats_lost += 1
-            beat = 0 if beat == U64_MAX else beat + 1
-            next_at += interval
-            await trio.sleep_until(next_at)
+    @property
+    def watchdog(self) -> CommunicationCheckWatchdog:
+        return self.liveness.watchdog
 
-    async def _watch_communication_check(self) -> None:
-        while True:
-            deadline = self.watchdog.deadline
-            with trio.move_on_at(deadline if deadline is not None else math.inf):
-                await self._watchdog_changed.wait()
-                self._watchdog_changed = trio.Event()
-                continue
-            if self.watchdog.check(trio.current_time()) is CheckState.FAILED:
-                log.error("communication check: failed (none within %g s)", self.watchdog.timeout)
+    @property
+    def heartbeats_lost(self) -> int:
+        return self.liveness.heartbeats_lost
 
     async def _serve_inbox(self) -> None:
         async for operation, message in self._inbox:
             if operation is None:
-                self._communication_check(message.payload)
+                self.liveness.communication_check(message.payload)
             elif operation.kind is OperationKind.REQUEST:
                 await self._request(operation, message)
             else:
                 self._record(operation, message)
-
-    def _communication_check(self, payload: bytes) -> None:
-        try:
-            value = load_json(payload)
-        except CodecError:
-            value = None
-        if type(value) is not bool:
-            self._log_invalid("Invalid data: communication_check is not a boolean: %r", payload[:40])
-            return
-        changed = self.watchdog.receive(value, trio.current_time())
-        if changed is not None:
-            (log.warning if changed is CheckState.STOPPED else log.info)("communication check: %s", changed)
-            self._watchdog_changed.set()
 
     async def _request(self, operation: ApiOperation, message: MqttMessage) -> None:
         try:

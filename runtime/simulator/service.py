@@ -24,7 +24,7 @@ from ..apis.evse_security_consumer import (
     GET_VERIFY_LOCATION,
     IS_CA_CERTIFICATE_INSTALLED,
 )
-from ..codec import CodecError, dump_json, encode_json, load_json
+from ..codec import CodecError, dump_json, encode_json
 from ..errors import MqttError
 from ..models.evse_security import U64_MAX
 from ..protocol.api import COMMUNICATION_CHECK, HEARTBEAT
@@ -32,8 +32,9 @@ from ..protocol.envelope import decode_request
 from ..protocol.topics import ApiTopics, Direction
 from ..ratelimit import RateLimitedLog
 from ..transport import MqttClient, MqttMessage
+from .liveness import EverestLiveness
 from .store import CertificateStore
-from .watchdog import CheckState, CommunicationCheckWatchdog
+from .watchdog import CommunicationCheckWatchdog
 
 __all__ = ["SimulatorOptions", "EvseSecuritySimulator"]
 
@@ -80,15 +81,18 @@ class EvseSecuritySimulator:
         self.options = options
         api = EVSE_SECURITY_CONSUMER
         self.topics = ApiTopics(api.name, api.topic_version, options.module_id, options.external_prefix)
-        self.watchdog = CommunicationCheckWatchdog(options.comm_check_timeout_s)
+        faults = options.faults
+        self.liveness = EverestLiveness(
+            mqtt, self.topics.e2m(HEARTBEAT), interval_ms=options.heartbeat_interval_ms, start=options.heartbeat_start,
+            comm_check_timeout_s=options.comm_check_timeout_s, pause_after=faults.heartbeat_pause_after,
+            pause_s=faults.heartbeat_pause,
+        )
         self.requests_served = 0
         self.undecodable = 0
-        self._watchdog_changed = trio.Event()
         self._random = random.Random(options.faults.seed)
         self.dropped = 0
         self.malformed = 0
         self.replies_lost = 0
-        self.heartbeats_lost = 0
         self._log_lost_reply = RateLimitedLog(log)
         self._log_undecodable = RateLimitedLog(log)
         self._handlers = {
@@ -101,53 +105,24 @@ class EvseSecuritySimulator:
         requests = await self.mqtt.subscribe(self.topics.all_in(Direction.MODULE_TO_EVEREST), qos=0, max_buffer=256)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            if self.options.heartbeat_interval_ms > 0:
-                nursery.start_soon(self._heartbeat)
-            if self.watchdog.state is not CheckState.OFF:
-                log.warning("communication check: %s (raised until the first check arrives)", self.watchdog.state)
-                nursery.start_soon(self._watch_communication_check)
+            nursery.start_soon(self.liveness.run)
             task_status.started(self)
             async with requests:
                 async for message in requests:
                     await self._handle(message)
 
-    async def _heartbeat(self) -> None:
-        interval = self.options.heartbeat_interval_ms / 1000
-        beat = self.options.heartbeat_start
-        next_at = trio.current_time()
-        topic = self.topics.e2m(HEARTBEAT)
-        faults = self.options.faults
-        sent = 0
-        while True:
-            if sent == faults.heartbeat_pause_after and faults.heartbeat_pause > 0:
-                log.warning("fault: heartbeat paused for %g s", faults.heartbeat_pause)
-                next_at += faults.heartbeat_pause
-                await trio.sleep_until(next_at)
-            sent += 1
-            if self.mqtt.connected:
-                try:
-                    await self.mqtt.publish(topic, dump_json(beat))
-                except MqttError:
-                    self.heartbeats_lost += 1  # lost with the connection, as EVerest's are; the counter goes on
-            beat = 0 if beat == U64_MAX else beat + 1
-            # Drift-free: the n-th beat is due at start + n * interval, whatever each publish took.
-            next_at += interval
-            await trio.sleep_until(next_at)
+    @property
+    def watchdog(self) -> CommunicationCheckWatchdog:
+        return self.liveness.watchdog
 
-    async def _watch_communication_check(self) -> None:
-        while True:
-            deadline = self.watchdog.deadline
-            with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                await self._watchdog_changed.wait()
-                self._watchdog_changed = trio.Event()
-                continue
-            if self.watchdog.check(trio.current_time()) is CheckState.FAILED:
-                log.error("communication check: failed (none within %g s)", self.watchdog.timeout)
+    @property
+    def heartbeats_lost(self) -> int:
+        return self.liveness.heartbeats_lost
 
     async def _handle(self, message: MqttMessage) -> None:
         name = message.topic.rsplit("/", 1)[-1]
         if name == COMMUNICATION_CHECK:
-            self._communication_check(message.payload)
+            self.liveness.communication_check(message.payload)
             return
         handler = self._handlers.get(name)
         if handler is None:
@@ -191,19 +166,6 @@ class EvseSecuritySimulator:
             # The broker went away between request and reply: the reply is lost, as EVerest's would be.
             self.replies_lost += 1
             self._log_lost_reply("reply to %s lost: %s", name, exc)
-
-    def _communication_check(self, payload: bytes) -> None:
-        try:
-            value = load_json(payload)
-        except CodecError:
-            value = None
-        if type(value) is not bool:
-            self._log_undecodable("Invalid data: communication_check is not a boolean: %r", payload[:40])
-            return
-        changed = self.watchdog.receive(value, trio.current_time())
-        if changed is not None:
-            (log.warning if changed is CheckState.STOPPED else log.info)("communication check: %s", changed)
-            self._watchdog_changed.set()
 
     async def _is_ca_certificate_installed(self, reply_topic: str, certificate_type: Any) -> None:
         body = dump_json(self.store.is_ca_certificate_installed(certificate_type))
