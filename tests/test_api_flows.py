@@ -430,3 +430,45 @@ async def test_a_discovered_module_of_another_version_is_refused(broker: Mosquit
             async with _flow(catalogue, flow, tmp_path):
                 pass
         nursery.cancel_scope.cancel()
+
+
+async def test_everests_external_prefix_on_every_kind(broker: MosquittoBroker, catalogue: ApiCatalogue,
+                                                     everest: Everest, mqtt: MqttClient, tmp_path: Path) -> None:
+    """EVerest puts its mqtt_external_prefix in front of every topic, the replyTo it is given included:
+    requests, answers to its questions, sends and receives all go under it."""
+    prefix = "site-1/"
+    flow = [
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "meter", "type": "everest-api", "broker": "b", "api": "meter", "module_id": "pm1",
+         "external_prefix": prefix},
+        {"id": "charging", "type": "everest-api", "broker": "b", "api": "charging", "module_id": "evse1",
+         "external_prefix": prefix},
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "meter", "wires": [["answer"]]},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "meter", "payload": {"status": "OK"}},
+        {"id": "enable", "type": "charging/send_request_enable", "api": "charging",
+         "payload": {"source": "CSMS", "priority": 1}, "wires": [["enabled"], []]},
+        {"id": "enabled", "type": "junction", "wires": [[]]},
+        {"id": "pause", "type": "charging/send_pause", "api": "charging"},
+        {"id": "events", "type": "charging/receive_session_event", "api": "charging"},
+    ]
+    async with trio.open_nursery() as nursery, await mqtt.subscribe("#") as everything:
+        meter = await everest(nursery, "meter", "pm1", external_prefix=prefix)
+        charging = await everest(nursery, "charging", "evse1", external_prefix=prefix)
+        async with _flow(catalogue, flow, tmp_path) as kit:
+            with trio.fail_after(10):
+                assert await meter.ask("receive_request_start_transaction", START) == {"status": "OK"}
+                await kit.inject("enable", None)
+                assert (await kit.expect("enabled")).payload is True
+                await kit.inject("pause", 30)
+                assert await charging.next_sent("send_pause") == 30
+                event = {"uuid": "u", "timestamp": "2024-01-01T00:00:00Z", "event": "SessionFinished"}
+                await charging.publish("receive_session_event", event)
+                assert (await kit.expect("events")).payload.event == "SessionFinished"
+        seen = []
+        while True:
+            try:
+                seen.append(everything.receive_nowait().topic)
+            except trio.WouldBlock:
+                break
+        assert seen and all(topic.startswith(prefix) for topic in seen), [t for t in seen if not t.startswith(prefix)]
+        nursery.cancel_scope.cancel()
