@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any, ClassVar
 
 import attrs
@@ -37,7 +36,7 @@ from evflow.runtime.message import Message, new_message
 from evflow.runtime.nodeapi import ConfigWarning, Node, number_range, one_of, ref
 from evflow.runtime.protocol.answers import AnswerLedger, AnswerOutcome, Question
 from evflow.runtime.protocol.envelope import NO_PAYLOAD, read_envelope
-from evflow.runtime.protocol.topics import TopicError, validate_publish_topic
+from evflow.runtime.protocol.topics import TopicError, address_filter, api_base, validate_publish_topic
 from evflow.runtime.ratelimit import RateLimitedLog
 from evflow.runtime.transport import Overflow
 
@@ -140,9 +139,8 @@ class _OperationNode(Node[Any]):
         if description.topic_version is not None and topics.api_version != description.topic_version:
             raise EvflowError(f"{self.type}: everest-api node {self.config.api!r} speaks version {topics.api_version} "
                               f"of {self.api.name}, its document version {description.topic_version}")
-        root = description.pathname.replace("{module_id}", topics.module_id)
-        address = re.sub(r"\{[^}]+\}", "+", self.operation.address)
-        self.topic = f"{topics.external_prefix}{root}/{address}"
+        root = api_base(description.pathname, topics.module_id, topics.external_prefix)
+        self.topic = f"{root}/{address_filter(self.operation.address)}"
         # A configured payload is checked once, here (and by `evflow validate`), not per message.
         shape = self.fixed_payload_shape()
         fixed = getattr(self.config, "payload", None)

@@ -15,6 +15,8 @@ import attrs
 
 __all__ = [
     "ApiTopics",
+    "address_filter",
+    "api_base",
     "Direction",
     "TopicError",
     "compile_filter",
@@ -170,6 +172,21 @@ def filter_covers(broad: str, narrow: str) -> bool:
         if level != "+" and level != other:
             return False
     return len(broad_levels) == len(narrow_levels)
+
+
+def api_base(pathname: str, module_id: str, external_prefix: str = "") -> str:
+    """The API's topic root for one module, prefix included: ``{P}everest_api/1/powermeter/pm1``."""
+    validate_external_prefix(external_prefix)
+    validate_topic_level(module_id, "module_id")
+    filled = pathname.replace("{module_id}", module_id)
+    if "{" in filled:
+        raise TopicError(f"the server pathname {pathname!r} has parameters other than {{module_id}}")
+    return external_prefix + filled
+
+
+def address_filter(address: str) -> str:
+    """The subscription filter of an address: each ``{parameter}`` level becomes ``+``."""
+    return "/".join("+" if re.fullmatch(r"\{[^}]+\}", level) else level for level in address.split("/"))
 
 
 @attrs.frozen

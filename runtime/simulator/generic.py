@@ -44,7 +44,8 @@ from ..protocol.envelope import NO_PAYLOAD, read_envelope
 from ..protocol.topics import (
     SAFE_LEVEL,
     TopicError,
-    validate_external_prefix,
+    address_filter,
+    api_base,
     validate_publish_topic,
     validate_topic_level,
 )
@@ -91,21 +92,6 @@ class BadReply(SimulatorError):
 
 
 # ---- pure: topics and envelopes ------------------------------------------------------------------
-
-
-def api_base(pathname: str, module_id: str, external_prefix: str = "") -> str:
-    """The API's topic root for one module, prefix included: ``{P}everest_api/1/powermeter/pm1``."""
-    validate_external_prefix(external_prefix)
-    validate_topic_level(module_id, "module_id")
-    filled = pathname.replace("{module_id}", module_id)
-    if "{" in filled:
-        raise TopicError(f"the server pathname {pathname!r} has parameters other than {{module_id}}")
-    return external_prefix + filled
-
-
-def address_filter(address: str) -> str:
-    """The subscription filter of an address: each ``{parameter}`` level becomes ``+``."""
-    return "/".join("+" if re.fullmatch(r"\{[^}]+\}", level) else level for level in address.split("/"))
 
 
 def fill_address(address: str, parameters: Mapping[str, str]) -> str:
