@@ -74,3 +74,41 @@ def test_validate_reports_payload_problems_with_json_paths(docs: Path, tmp_path:
     missing = evflow("validate", "--api-docs", str(tmp_path / "nowhere"), str(path))
     assert missing.returncode == 2 and "no such file or directory" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+async def test_evflow_run_answers_everest_with_api_docs(docs: Path, tmp_path: Path, broker: Any) -> None:
+    """The whole command: `evflow run --api-docs` makes the node types, the process answers the
+    simulator's question, and stops cleanly on SIGTERM with its counters logged."""
+    import signal
+
+    import trio
+
+    from evflow.runtime.asyncapi.catalogue import ApiCatalogue
+    from evflow.runtime.broker import BrokerConfig
+    from evflow.runtime.simulator.generic import GenericApiSimulator
+    from evflow.runtime.transport import MqttClient
+
+    from .processes import evflow as evflow_process
+
+    path = tmp_path / "flow.json"
+    path.write_text(json.dumps([
+        {"id": "b", "type": "mqtt-broker", "broker": broker.url},
+        {"id": "api", "type": "everest-api", "broker": "b", "api": "meter", "module_id": "pm1"},
+        {"id": "ask", "type": "meter/receive_request_start_transaction", "api": "api", "wires": [["answer"]]},
+        {"id": "answer", "type": "meter/send_reply_start_transaction", "api": "api", "payload": {"status": "OK"}},
+    ]))
+    async with trio.open_nursery() as nursery:
+        mqtt = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
+        await nursery.start(mqtt.run)
+        simulator = GenericApiSimulator(mqtt, ApiCatalogue([docs]).api("meter"), "pm1", discovery=False)
+        await nursery.start(simulator.run)
+        async with evflow_process(["run", "--api-docs", str(docs), str(path)]) as run:
+            await run.wait_for("flow running")
+            with trio.fail_after(10):
+                reply = await simulator.ask("receive_request_start_transaction",
+                                            {"evse_id": "E", "transaction_id": "t"}, timeout=5)
+            assert reply == {"status": "OK"}
+            run.process.send_signal(signal.SIGTERM)
+            assert await run.exited() == 0, run.text
+        assert "answered=1" in run.text, run.text
+        nursery.cancel_scope.cancel()

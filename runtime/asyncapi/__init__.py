@@ -2,5 +2,7 @@
 EVerest installation or a path the user gives, turned into attrs classes and node types.
 
 ``documents`` finds and reads the files; ``schemas`` makes Python types from their JSON schemas;
-``model`` reads a document's operations; ``catalogue`` ties them together, one API at a time.
+``model`` reads a document's operations; ``catalogue`` ties them together, one API at a time;
+``examples`` makes values that fit a schema (for the simulator). The node classes are made in
+``evflow.nodes.everest_operations``, found through the entry point group ``evflow.api_nodes``.
 """
