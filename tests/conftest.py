@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,10 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         running.stop()
 
 
-@pytest.fixture
-async def mqtt(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
-    """A connected evflow MQTT client on the test broker."""
+@asynccontextmanager
+async def connected_client(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
+    """A connected evflow MQTT client on the test broker, closed on leaving (a test's own, or the
+    EVerest side's apart from the client's)."""
     client = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
     async with trio.open_nursery() as nursery:
         await nursery.start(client.run)
@@ -42,6 +44,13 @@ async def mqtt(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
             yield client
         finally:
             await client.aclose()
+
+
+@pytest.fixture
+async def mqtt(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
+    """A connected evflow MQTT client on the test broker."""
+    async with connected_client(broker) as client:
+        yield client
 
 
 @pytest.fixture

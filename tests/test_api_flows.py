@@ -40,7 +40,7 @@ class Everest:
 
     async def __call__(self, nursery: trio.Nursery, api: str, module_id: str, **options: Any) -> GenericApiSimulator:
         mqtt = MqttClient(BrokerConfig.from_url(self.broker.url, connect_timeout=5))
-        await nursery.start(mqtt.run)
+        await nursery.start(mqtt.run)  # closed with the test's nursery
         simulator = GenericApiSimulator(mqtt, self.catalogue.api(api), module_id, discovery=False, **options)
         await nursery.start(simulator.run)
         return simulator

@@ -16,7 +16,6 @@ import trio
 import trio.testing
 from paho.mqtt.enums import CallbackAPIVersion
 
-from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.codec import CodecError
 from evflow.runtime.discovery import discover_apis, find_module
 from evflow.runtime.errors import DiscoveryError
@@ -40,6 +39,7 @@ from evflow.runtime.protocol.topics import TopicError
 from evflow.runtime.simulator.entrypoint import serve_entrypoint
 from evflow.runtime.transport import MqttClient, MqttMessage, Subscription
 
+from .conftest import connected_client
 from .processes import CLI, evflow
 
 COMM = CommunicationParameters(heartbeat_period_ms=1000, communication_check_period_s=5)
@@ -179,16 +179,7 @@ def test_collector_merges_in_arrival_order_drops_repeats_counts_invalid() -> Non
 # ---- against a real broker ------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def client_of(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
-    """A second evflow connection (the EVerest side's), closed on leaving."""
-    client = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+client_of = connected_client  # a second evflow connection: the EVerest side's
 
 
 @asynccontextmanager

@@ -31,7 +31,6 @@ from evflow.nodes.mqtt_broker import MqttBroker, MqttBrokerConfig, broker_url
 from evflow.nodes.mqtt_in import MqttIn
 from evflow.nodes.mqtt_out import MqttOut, encode_payload
 from evflow.nodes.tls_config import TlsConfig
-from evflow.runtime.broker import BrokerConfig
 from evflow.runtime.codec import structure
 from evflow.runtime.engine import FlowStartError
 from evflow.runtime.flows import FlowInvalid, load_plan
@@ -42,7 +41,7 @@ from evflow.runtime.registry import Registry
 from evflow.runtime.testing import Sink, run_flow
 from evflow.runtime.transport import MqttClient, MqttMessage, Subscription
 
-from .conftest import start_broker
+from .conftest import connected_client, start_broker
 
 # ---- flows in Node-RED 4's export shape -------------------------------------------------------
 
@@ -169,16 +168,7 @@ def message(payload: Any = None, topic: Any = "", **props: Any) -> Message:
     return msg.with_props(props) if props else msg
 
 
-@asynccontextmanager
-async def mqtt_client(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
-    """A plain MQTT client of the test's own, on the test broker."""
-    client = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+mqtt_client = connected_client  # a plain MQTT client of the test's own, on the test broker
 
 
 async def received(subscription: Subscription, count: int, timeout: float = 5.0) -> list[MqttMessage]:

@@ -31,6 +31,7 @@ from evflow.runtime.simulator.generic import BadReply, GenericApiSimulator, NoRe
 from evflow.runtime.simulator.watchdog import CheckState
 from evflow.runtime.transport import MqttClient
 
+from .conftest import connected_client
 from .processes import CLI, Child
 
 MODULE = "pm1"
@@ -169,13 +170,8 @@ def api(api_docs: Path) -> LoadedApi:
 @pytest.fixture
 async def everest(broker: MosquittoBroker) -> AsyncIterator[MqttClient]:
     """EVerest's own connection: the simulator's, apart from the client's (the ``mqtt`` fixture)."""
-    client = MqttClient(BrokerConfig.from_url(broker.url, connect_timeout=5))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client.run)
-        try:
-            yield client
-        finally:
-            await client.aclose()
+    async with connected_client(broker) as client:
+        yield client
 
 
 async def simulate(nursery: trio.Nursery, everest: MqttClient, api: LoadedApi, **options: Any) -> GenericApiSimulator:
