@@ -145,6 +145,16 @@ class _OperationNode(Node[Any]):
         shape = self.fixed_payload_shape()
         fixed = getattr(self.config, "payload", None)
         self.fixed_payload = check_payload(shape, fixed) if shape is not None and fixed is not None else None
+        self._fixed_body = None if self.fixed_payload is None else dump_json(unstructure(self.fixed_payload))
+
+    def body_of(self, msg: Message, shape: MessageShape | None) -> bytes:
+        """What goes on the wire: the configured payload as encoded at start, else ``msg.payload``
+        checked and encoded; empty for a message the document gives no payload."""
+        if shape is None:
+            return b""
+        if self._fixed_body is not None:
+            return self._fixed_body
+        return dump_json(unstructure(self.payload_of(msg, shape)))
 
     def payload_of(self, msg: Message, shape: MessageShape | None) -> Any:
         """The configured payload, else ``msg.payload``, as the document's type (``InvalidPayload``
@@ -217,17 +227,8 @@ class Send(_OperationNode):
     def outputs(cls, config: Any) -> int:
         return 0
 
-    async def start(self) -> None:
-        await super().start()
-        no_payload = self.operation.payload is None
-        self._fixed_body = b"" if no_payload else None if self.fixed_payload is None else dump_json(
-            unstructure(self.fixed_payload))
-
     async def receive(self, msg: Message) -> None:
-        body = self._fixed_body
-        if body is None:
-            body = dump_json(unstructure(self.payload_of(msg, self.operation.payload)))
-        await self.client.mqtt.publish(self.topic, body, self.config.qos)
+        await self.client.mqtt.publish(self.topic, self.body_of(msg, self.operation.payload), self.config.qos)
 
 
 class _Source(_OperationNode):
@@ -443,7 +444,6 @@ class Answer(_OperationNode):
     async def start(self) -> None:
         await super().start()
         self.answered = 0
-        self._fixed_body = None if self.fixed_payload is None else dump_json(unstructure(self.fixed_payload))
 
     async def receive(self, msg: Message) -> None:
         question = msg.meta.get(QUESTION)
@@ -456,9 +456,7 @@ class Answer(_OperationNode):
         if asker.client is not self.client:
             raise OperationNodeError(f"the question came through everest-api {asker.config.api!r}, this node answers "
                                      f"through {self.config.api!r}: the answer would go to another module")
-        body = self._fixed_body
-        if body is None:
-            body = dump_json(unstructure(self.payload_of(msg, self.operation.reply)))
+        body = self.body_of(msg, self.operation.reply)
         ledger = question.ledger
         outcome = ledger.claim(question)
         if outcome is AnswerOutcome.DUPLICATE:

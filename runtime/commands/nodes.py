@@ -14,10 +14,11 @@ from ..registry import Registry
 
 
 def describe(registry: Registry) -> list[dict[str, Any]]:
-    classes, errors = registry.load_all()
+    classes, errors = registry.load_all()  # the API documents' types included, each document read once
     described = []
-    api_types, api_errors = registry.api_type_names()
-    for name in [*registry.names(), *api_types, *api_errors]:
+    installed = registry.names()
+    from_documents = [name for name in [*classes, *errors] if name not in registry.sources]
+    for name in [*installed, *from_documents]:
         sources = registry.sources.get(name)
         if sources is not None:
             provided_by = ", ".join(s.distribution for s in sources)
